@@ -1,0 +1,184 @@
+"""Orbax checkpoints of a whole vmapped run, config safety on resume, and loading runs for analysis.
+
+A checkpoint (one orbax step directory under `<workdir>/checkpoints/`, named by the global train step)
+holds three items:
+  params   the model parameters of every member (leading member axis)
+  state    optimizer state, step, metric sums of the current epoch, hparams, and every member's
+           PRNG key as raw key data (`jax.random.key_data`; rebuilt with `wrap_key_data`)
+  meta     JSON: epoch, members, diverged members, image shape, the flattened config
+Everything later training depends on is in there (data order and noise are pure functions of key,
+epoch and step), so a resumed run is bit-identical to an uninterrupted one.
+
+Orbax writes each step to a temporary directory and renames it when complete, so a process killed
+mid-save leaves no step that `all_steps()` lists; `cleanup_tmp_directories` removes the debris.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxae import configs
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint that cannot be used: damaged, or written by an incompatible config."""
+
+
+def manager(workdir: str, config=None, read_only: bool = False) -> ocp.CheckpointManager:
+  """The CheckpointManager of `<workdir>/checkpoints` (keeps `checkpoint.keep` steps)."""
+  keep = config.checkpoint.keep if config is not None else None
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=keep, create=not read_only, cleanup_tmp_directories=not read_only,
+      read_only=read_only, enable_async_checkpointing=True)
+  return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)), options=options,
+                               item_names=("params", "state", "meta"))
+
+
+def _state_item(state) -> dict:
+  return dict(step=state.step, opt_state=state.opt_state, rng=jax.random.key_data(state.rng),
+              hparams=state.hparams, metric_sums=state.metric_sums)
+
+
+def save(mngr: ocp.CheckpointManager, state, meta: dict) -> None:
+  """Starts an asynchronous save of `state` at its global step (call mngr.wait_until_finished())."""
+  step = int(jax.device_get(state.step[0]))
+  mngr.save(step, force=True, args=ocp.args.Composite(
+      params=ocp.args.StandardSave(state.params),
+      state=ocp.args.StandardSave(_state_item(state)),
+      meta=ocp.args.JsonSave(meta)))
+
+
+def step_path(mngr: ocp.CheckpointManager, step: int) -> str:
+  return os.path.join(str(mngr.directory), str(step))
+
+
+def read_meta(mngr: ocp.CheckpointManager, step: int) -> dict:
+  try:
+    return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+  except Exception as e:
+    raise CheckpointError(f"checkpoint step {step} at {step_path(mngr, step)} is damaged: cannot read its "
+                          f"metadata ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def restore(mngr: ocp.CheckpointManager, step: int, abstract_state) -> tuple[Any, dict]:
+  """(TrainState, meta) of checkpoint `step`, restored against `abstract_state` (jax.eval_shape of init).
+
+  Raises CheckpointError naming the step and its path when any item is missing or damaged.
+  """
+  target = _state_item_abstract(abstract_state)
+  try:
+    restored = mngr.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(abstract_state.params),
+        state=ocp.args.StandardRestore(target),
+        meta=ocp.args.JsonRestore()))
+    item = restored.state
+    state = abstract_state.replace(
+        params=restored.params, step=item["step"], opt_state=item["opt_state"],
+        rng=jax.random.wrap_key_data(item["rng"]), hparams=item["hparams"], metric_sums=item["metric_sums"])
+    _check_finite_structure(state, abstract_state)
+  except CheckpointError:
+    raise
+  except Exception as e:
+    raise CheckpointError(f"checkpoint step {step} at {step_path(mngr, step)} is damaged or incomplete "
+                          f"({type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''})") from None
+  return state, restored.meta
+
+
+def _state_item_abstract(abstract_state) -> dict:
+  rng = abstract_state.rng
+  key_data = jax.ShapeDtypeStruct(rng.shape + (2,), np.uint32, sharding=getattr(rng, "sharding", None))
+  return dict(step=abstract_state.step, opt_state=abstract_state.opt_state, rng=key_data,
+              hparams=abstract_state.hparams, metric_sums=abstract_state.metric_sums)
+
+
+def _check_finite_structure(state, abstract_state) -> None:
+  got = jax.tree.map(lambda a: (a.shape, a.dtype), state)
+  want = jax.tree.map(lambda a: (a.shape, a.dtype), abstract_state)
+  if got != want:
+    raise CheckpointError("restored arrays do not have the shapes the config implies")
+
+
+def incompatible_keys(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+  """Dotted config keys whose change alters what a checkpoint means (everything not RESUME_SAFE)."""
+  keys = sorted(set(saved) | set(current))
+  return [k for k in keys if k not in configs.RESUME_SAFE and saved.get(k, "<absent>") != current.get(k, "<absent>")]
+
+
+def check_compatible(saved: dict[str, Any], current: dict[str, Any], workdir: str) -> None:
+  """Raises CheckpointError listing the keys (saved -> now) that forbid resuming."""
+  bad = incompatible_keys(saved, current)
+  if bad:
+    diffs = "; ".join(f"{k}: {saved.get(k, '<absent>')!r} -> {current.get(k, '<absent>')!r}" for k in bad)
+    raise CheckpointError(f"{workdir} holds a run with a different config ({diffs}). Use another --workdir, "
+                          f"or --fresh to discard that run and start over.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """A finished or partial run, loaded for analysis (no optimizer state is read)."""
+
+  config: ml_collections.ConfigDict
+  model: Any  # models.Autoencoder
+  params: Any  # pytree; leading member axis unless one member was selected
+  members: list  # [{'setting': {...}, 'seed': s}] for the params' members, in order
+  step: int
+  epoch: int
+  workdir: str
+
+
+def load_run(workdir: str, seed: int | None = None, setting: int | None = None, step: int | None = None,
+             group: str | None = None) -> Run:
+  """Loads params of every member (or of one `seed`, optionally of one sweep `setting` index).
+
+  `step` defaults to the latest complete checkpoint. `group` picks a sub-run of a sweep with static keys
+  (a folder name under `<workdir>/groups/`). Raises FileNotFoundError when there is no checkpoint,
+  CheckpointError when it is damaged, KeyError for a seed that the run does not have.
+  """
+  from jaxae import models  # Local import: models is only needed by this reader.
+
+  if group is not None:
+    workdir = os.path.join(workdir, "groups", group)
+  mngr = manager(workdir, read_only=True)
+  step = mngr.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"no complete checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)}")
+  meta = read_meta(mngr, step)
+  config = ml_collections.ConfigDict(meta["config"])
+  model = models.make_model(config, tuple(meta["image_shape"]))
+  import jax.numpy as jnp
+  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *meta["image_shape"]))))
+  num = len(meta["members"])
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct((num, *a.shape), a.dtype), abstract)
+  try:
+    params = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract))).params
+  except Exception as e:
+    raise CheckpointError(f"checkpoint step {step} at {step_path(mngr, step)} is damaged: cannot read params "
+                          f"({type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''})") from None
+  members = meta["members"]
+  if seed is not None or setting is not None:
+    picks = [i for i, m in enumerate(members)
+             if (seed is None or m["seed"] == seed) and (setting is None or m["setting_index"] == setting)]
+    if not picks:
+      raise KeyError(f"no member with seed={seed} setting={setting} in {workdir}: members are {members}")
+    if len(picks) == 1:
+      params = jax.tree.map(lambda a: a[picks[0]], params)
+    else:
+      params = jax.tree.map(lambda a: a[np.asarray(picks)], params)
+    members = [members[i] for i in picks]
+  mngr.close()
+  return Run(config, model, params, members, step, meta["epoch"], workdir)
+
+
+def config_from_json(path: str) -> dict[str, Any]:
+  with open(path) as f:
+    return configs.flatten(ml_collections.ConfigDict(json.load(f)))

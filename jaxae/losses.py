@@ -1,0 +1,149 @@
+"""Pure loss functions of the autoencoder literature.
+
+Every function is jit-, grad- and vmap-safe, takes float32 arrays, and returns a float32 scalar
+(averaged over the batch) unless stated. Per-example quantities are summed over pixels/latent units
+("nats per example") where the name says so, and averaged over pixels where it says "per pixel".
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+
+def mse(reconstruction, target):
+  """Mean squared error per pixel: mean over every axis of (reconstruction - target)^2.
+
+  Shapes: any, equal. Matches torch.nn.MSELoss(reduction='mean'), the reference protocol's loss.
+  """
+  return jnp.mean(jnp.square(reconstruction - target))
+
+
+def bce_with_logits(logits, target):
+  """Binary cross-entropy from logits, per example (summed over pixels), averaged over the batch.
+
+  logits, target: (B, ...), target in [0, 1]. Returns nats per example. Uses the stable form
+  max(l, 0) - l*t + log(1 + exp(-|l|)), exact for any finite logit (no sigmoid is evaluated).
+  """
+  per_pixel = jnp.maximum(logits, 0) - logits * target + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+  return jnp.mean(jnp.sum(per_pixel.reshape(per_pixel.shape[0], -1), axis=-1))
+
+
+def gaussian_nll(mean, target, sigma):
+  """-log N(target | mean, sigma^2 I) per example in nats, averaged over the batch.
+
+  mean, target: (B, ...); sigma: scalar > 0 (the decoder's fixed standard deviation).
+  = 0.5 * sum((t - m)^2) / sigma^2 + 0.5 * D * log(2 pi sigma^2), D pixels per example.
+  """
+  sq = jnp.sum(jnp.square(target - mean).reshape(mean.shape[0], -1), axis=-1)
+  d = mean[0].size
+  return jnp.mean(0.5 * sq / sigma**2 + 0.5 * d * jnp.log(2 * jnp.pi * sigma**2))
+
+
+def l1_sparsity(z):
+  """mean |z| over batch and latent units: z (B, d). The reference sparse AE adds 1e-3 * this."""
+  return jnp.mean(jnp.abs(z))
+
+
+def kl_sparsity(z, rho):
+  """sum_j KL(rho || rho_hat_j) between Bernoulli means (Ng 2011, "Sparse autoencoder", sec. 2.3).
+
+  z: (B, d) pre-activations; rho_hat_j = mean over the batch of sigmoid(z_j), the average activation
+  of unit j. rho: target activation in (0, 1). Returns nats (summed over units). rho_hat is clipped
+  to [1e-6, 1 - 1e-6] so saturated units give a large finite penalty, not Inf.
+  """
+  rho_hat = jnp.clip(jnp.mean(jax.nn.sigmoid(z), axis=0), 1e-6, 1 - 1e-6)
+  return jnp.sum(rho * jnp.log(rho / rho_hat) + (1 - rho) * jnp.log((1 - rho) / (1 - rho_hat)))
+
+
+def top_k(z, k: int):
+  """k-sparse latents (Makhzani & Frey 2014, "k-Sparse Autoencoders", alg. 1).
+
+  z: (B, d). Keeps the k largest activations of each row, zeros the rest; gradients flow only
+  through the kept units. Ties at the k-th value keep every tied unit. k: static int in [1, d].
+  """
+  kth = jax.lax.top_k(z, k)[0][..., -1:]
+  return jnp.where(z >= kth, z, 0.0)
+
+
+def contractive_penalty(encode: Callable, x):
+  """Mean over the batch of ||J_f(x_i)||_F^2, the squared Frobenius norm of the encoder Jacobian.
+
+  Rifai et al. 2011, "Contractive Auto-Encoders", eq. 2 (J_f = d h / d x). Exact: the Jacobian of
+  each example is computed with `jax.jacrev` (one reverse pass per latent unit), vmapped over the batch.
+  encode: maps x (B, ...) to latents (B, d); x: (B, ...). Cost: d backward passes per example.
+  """
+  def one(xi):
+    jac = jax.jacrev(lambda v: encode(v[None])[0])(xi)  # (d, *xi.shape)
+    return jnp.sum(jnp.square(jac))
+
+  return jnp.mean(jax.vmap(one)(x))
+
+
+def gaussian_kl(mean, log_var):
+  """KL(N(mean, exp(log_var)) || N(0, I)) per example in nats, averaged over the batch.
+
+  mean, log_var: (B, d). Kingma & Welling 2014, "Auto-Encoding Variational Bayes", appendix B:
+  -KL = 0.5 * sum_j (1 + log sigma_j^2 - mu_j^2 - sigma_j^2).
+  """
+  return jnp.mean(kl_per_unit(mean, log_var).sum(axis=-1))
+
+
+def kl_per_unit(mean, log_var):
+  """(B, d): the closed-form KL of each latent unit; averaged over data it measures active units."""
+  return 0.5 * (jnp.square(mean) + jnp.exp(log_var) - 1.0 - log_var)
+
+
+def reparameterize(key, mean, log_var):
+  """z = mean + exp(log_var / 2) * eps, eps ~ N(0, I) (Kingma & Welling 2014, sec. 2.4)."""
+  return mean + jnp.exp(0.5 * log_var) * jax.random.normal(key, mean.shape, mean.dtype)
+
+
+def negative_elbo(logits, target, mean, log_var, beta=1.0, likelihood: str = "bernoulli", sigma=1.0):
+  """-ELBO = E_q[-log p(x|z)] + beta * KL(q(z|x) || p(z)) in nats per example (one-sample estimate).
+
+  logits: decoder output for one sample z ~ q(z|x), (B, ...); target (B, ...) in [0, 1];
+  mean, log_var: (B, d). likelihood 'bernoulli' (BCE from logits) or 'gaussian' (mean = sigmoid(logits),
+  fixed std `sigma`). beta=1 is the ELBO of Kingma & Welling 2014 eq. 10; beta != 1 is the beta-VAE
+  objective of Higgins et al. 2017 eq. 4. Returns (loss, reconstruction_nll, kl), scalars.
+  """
+  if likelihood == "bernoulli":
+    nll = bce_with_logits(logits, target)
+  elif likelihood == "gaussian":
+    nll = gaussian_nll(jax.nn.sigmoid(logits), target, sigma)
+  else:
+    raise ValueError(f"likelihood={likelihood!r} must be 'bernoulli' or 'gaussian'")
+  kl = gaussian_kl(mean, log_var)
+  return nll + beta * kl, nll, kl
+
+
+def cross_entropy(logits, labels):
+  """Softmax cross-entropy with integer labels, averaged over the batch. logits (B, K), labels (B,) int."""
+  logp = jax.nn.log_softmax(logits)
+  return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=-1))
+
+
+def psnr(reconstruction, target, max_value=1.0):
+  """Peak signal-to-noise ratio in dB per example: 10 log10(max^2 / MSE_i). Shapes (B, ...) -> (B,)."""
+  err = jnp.mean(jnp.square(reconstruction - target).reshape(target.shape[0], -1), axis=-1)
+  return 10.0 * jnp.log10(max_value**2 / jnp.maximum(err, 1e-12))
+
+
+def corrupt(key, x, kind: str, level):
+  """Input corruption of the denoising autoencoder (Vincent et al. 2008, sec. 2.3; 2010 sec. 4.2).
+
+  x: (B, ...) in [0, 1]. kind 'gaussian': clip(x + level * N(0, 1), 0, 1); 'masking': each pixel set
+  to 0 with probability level; 'salt_pepper': each pixel set to 0 or 1 (equal odds) with probability
+  level. `level` may be a traced scalar (it is sweepable).
+  """
+  if kind == "gaussian":
+    return jnp.clip(x + level * jax.random.normal(key, x.shape, x.dtype), 0.0, 1.0)
+  hit = jax.random.uniform(key, x.shape) < level
+  if kind == "masking":
+    return jnp.where(hit, 0.0, x)
+  if kind == "salt_pepper":
+    salt = jax.random.bernoulli(jax.random.fold_in(key, 1), 0.5, x.shape)
+    return jnp.where(hit, salt.astype(x.dtype), x)
+  raise ValueError(f"noise kind {kind!r} must be 'gaussian', 'masking' or 'salt_pepper'")

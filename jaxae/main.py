@@ -1,0 +1,59 @@
+"""Command line: `python -m jaxae.main --config=configs/vae.py --workdir=runs/vae [--config.x=y ...]`.
+
+Exit status: 0 on success; 2 for a bad config, dataset or checkpoint (one-line error, nothing trained);
+1 when every member diverged; 128 + signal number after a polite stop (SIGINT 130, SIGTERM 143).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from jaxae import checkpoints, configs
+from jaxae import data as data_lib
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and figures.")
+_FRESH = flags.DEFINE_bool("fresh", False, "Discard what jaxae wrote in --workdir and start over.")
+_ON_CORRUPT = flags.DEFINE_enum("on_corrupt", "fail", ["fail", "previous"],
+                                "A damaged latest checkpoint: stop with an error, or resume from the previous one.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv) -> int:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  import signal
+
+  from absl import logging
+
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  from jaxae import run as run_lib  # Imported after flag parsing: `--help` stays fast.
+
+  try:
+    summary = run_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value, fresh=_FRESH.value, on_corrupt=_ON_CORRUPT.value)
+  except (configs.ConfigError, data_lib.DataError, checkpoints.CheckpointError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  if "interrupted" in summary:
+    return 128 + int(getattr(signal, summary["interrupted"]))
+  summaries = summary["groups"].values() if "groups" in summary else [summary]
+  from jaxae import report
+
+  for s in summaries:
+    print(report.format_table(s))
+  if all(len(e["healthy_seeds"]) == 0 for s in summaries for e in s["settings"]):
+    print("error: every member diverged", file=sys.stderr)
+    return 1
+  print(f"wrote {_WORKDIR.value}/summary.json, metrics.jsonl, figures/ and checkpoints/")
+  return 0
+
+
+def run() -> None:
+  app.run(lambda argv: sys.exit(main(argv)))
+
+
+if __name__ == "__main__":
+  run()

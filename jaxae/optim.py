@@ -1,0 +1,59 @@
+"""Optimizers from optax by name, with the learning rate and weight decay as per-member hyperparameters.
+
+`optax.inject_hyperparams` moves `learning_rate` and `weight_decay` out of the (static) transform and
+into the optimizer state, so members of one vmapped program can train with different values: a
+learning-rate sweep costs no recompilation. The schedule is a multiplier of the base rate.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import optax
+
+
+def schedule_multiplier(config, steps_per_epoch: int):
+  """count -> factor in [0, 1] applied to the base learning rate ('constant' | 'cosine' | 'warmup_cosine')."""
+  total = config.train.epochs * steps_per_epoch
+  name = config.optimizer.schedule
+  if name == "constant":
+    return lambda count: jnp.ones([], jnp.float32)
+  if name == "cosine":
+    return optax.cosine_decay_schedule(1.0, decay_steps=max(total, 1))
+  warmup = config.optimizer.warmup_epochs * steps_per_epoch
+  return optax.warmup_cosine_decay_schedule(0.0, 1.0, warmup_steps=warmup, decay_steps=max(total, warmup + 1))
+
+
+def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
+  """The optax transform of `config.optimizer`; hyperparameters live in `opt_state.hyperparams`.
+
+  adam / sgd / rmsprop take weight_decay as an L2 term added to the gradient (torch.optim semantics);
+  adamw decouples it (Loshchilov & Hutter 2019). Raises ValueError for an unknown name.
+  """
+  name = config.optimizer.name
+  momentum = config.optimizer.momentum
+  multiplier = schedule_multiplier(config, steps_per_epoch)
+
+  def build(learning_rate, weight_decay):
+    lr = lambda count: learning_rate * multiplier(count)
+    if name == "adamw":
+      return optax.adamw(lr, weight_decay=weight_decay)
+    if name == "adam":
+      base = optax.adam(lr)
+    elif name == "sgd":
+      base = optax.sgd(lr, momentum=momentum or None)
+    elif name == "rmsprop":
+      base = optax.rmsprop(lr, momentum=momentum or None)
+    else:
+      raise ValueError(f"optimizer.name={name!r} is not one of adam, adamw, sgd, rmsprop")
+    return optax.chain(optax.add_decayed_weights(weight_decay), base)
+
+  return optax.inject_hyperparams(build)(learning_rate=config.optimizer.learning_rate,
+                                          weight_decay=config.optimizer.weight_decay)
+
+
+def set_hyperparams(opt_state, learning_rate, weight_decay):
+  """opt_state with this member's learning rate and weight decay (traced scalars under vmap)."""
+  hyper = dict(opt_state.hyperparams)
+  hyper["learning_rate"] = jnp.asarray(learning_rate, hyper["learning_rate"].dtype)
+  hyper["weight_decay"] = jnp.asarray(weight_decay, hyper["weight_decay"].dtype)
+  return opt_state._replace(hyperparams=hyper)

@@ -1,0 +1,115 @@
+"""Figures from the files a run writes (metrics.jsonl, summary.json) and from loaded params.
+
+Every function takes plain numpy data and a path, draws with matplotlib's non-interactive Agg backend,
+saves a PNG (150 dpi) and returns the path. Means are drawn as lines, the spread over seeds as a band
+of ± one standard deviation (sample std, ddof=1).
+"""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxae import report  # noqa: E402
+
+
+def _save(fig, path: str) -> str:
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  fig.savefig(path, dpi=150, bbox_inches="tight")
+  plt.close(fig)
+  return path
+
+
+def band(ax, x, values, label: str, color=None):
+  """Mean line and ± std band of `values` (runs, len(x)) over runs, ignoring non-finite runs."""
+  values = np.asarray(values, dtype=np.float64)
+  ok = np.all(np.isfinite(values), axis=1)
+  values = values[ok] if ok.any() else values
+  mean = np.nanmean(values, axis=0)
+  std = np.nanstd(values, axis=0, ddof=1) if len(values) > 1 else np.zeros_like(mean)
+  line, = ax.plot(x, mean, label=f"{label} (n={len(values)})", color=color)
+  ax.fill_between(x, mean - std, mean + std, alpha=0.25, color=line.get_color(), linewidth=0)
+  return line
+
+
+def loss_curves(records: list[dict], members: list[dict], path: str, metric: str = "loss",
+                eval_metric: str | None = None, title: str = "") -> str:
+  """Train `metric` and held-out `eval_metric` per epoch, one mean line + band per setting."""
+  fig, ax = plt.subplots(figsize=(6, 4))
+  eval_metric = eval_metric or metric
+  settings = sorted({m["setting_index"] for m in members})
+  for g in settings:
+    idx = [i for i, m in enumerate(members) if m["setting_index"] == g]
+    name = ", ".join(f"{k}={v}" for k, v in members[idx[0]]["setting"].items())
+    tr = [r for r in records if "train" in r and metric in r["train"]]
+    if tr:
+      vals = np.stack([report.as_array(r["train"][metric])[idx] for r in tr], axis=1)
+      line = band(ax, [r["epoch"] for r in tr], vals, f"train {name}".strip())
+    ev = [r for r in records if "eval" in r and eval_metric in r["eval"]]
+    if ev:
+      vals = np.stack([report.as_array(r["eval"][eval_metric])[idx] for r in ev], axis=1)
+      band(ax, [r["epoch"] for r in ev], vals, f"held-out {name}".strip(),
+           color=line.get_color() if tr else None).set_linestyle("--")
+  ax.set_xlabel("epoch")
+  ax.set_ylabel(metric if metric == eval_metric else f"{metric} / {eval_metric}")
+  ax.set_yscale("log")
+  ax.set_title(title or f"{metric}: mean ± std over seeds")
+  ax.legend(fontsize=7)
+  ax.grid(alpha=0.3)
+  return _save(fig, path)
+
+
+def image_rows(rows: list[np.ndarray], labels: list[str], path: str, title: str = "") -> str:
+  """A grid: each row a list of images (n, H, W[, 1]) in [0, 1], labelled on the left."""
+  n = max(len(r) for r in rows)
+  fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.9, len(rows) * 0.95), squeeze=False)
+  for i, (row, label) in enumerate(zip(rows, labels)):
+    for j in range(n):
+      ax = axes[i, j]
+      ax.set_xticks([])
+      ax.set_yticks([])
+      for s in ax.spines.values():
+        s.set_visible(False)
+      if j < len(row):
+        ax.imshow(np.clip(np.squeeze(row[j]), 0, 1), cmap="gray", vmin=0, vmax=1)
+    axes[i, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+  if title:
+    fig.suptitle(title, fontsize=9)
+  return _save(fig, path)
+
+
+def metric_vs_value(values, means, stds, path: str, xlabel: str, ylabel: str, title: str = "") -> str:
+  """Error-bar plot of a metric against a swept value (log x axis when values span > 1 decade)."""
+  values, means, stds = (np.asarray(a, dtype=np.float64) for a in (values, means, stds))
+  fig, ax = plt.subplots(figsize=(5, 3.5))
+  ax.errorbar(values, means, yerr=stds, marker="o", capsize=3)
+  pos = values[values > 0]
+  if pos.size and pos.max() / pos.min() > 10 and (values > 0).all():
+    ax.set_xscale("log")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title or f"{ylabel} vs {xlabel} (mean ± std over seeds)", fontsize=9)
+  ax.grid(alpha=0.3)
+  return _save(fig, path)
+
+
+def heatmap(xs, ys, grid, path: str, xlabel: str, ylabel: str, title: str) -> str:
+  """Mean metric over a 2-D sweep: grid[i, j] for ys[i], xs[j], annotated with the values."""
+  grid = np.asarray(grid, dtype=np.float64)
+  fig, ax = plt.subplots(figsize=(1.1 * len(xs) + 2, 0.8 * len(ys) + 1.5))
+  im = ax.imshow(grid, cmap="viridis", aspect="auto")
+  ax.set_xticks(range(len(xs)), [str(x) for x in xs])
+  ax.set_yticks(range(len(ys)), [str(y) for y in ys])
+  for i in range(len(ys)):
+    for j in range(len(xs)):
+      ax.text(j, i, f"{grid[i, j]:.3g}", ha="center", va="center", fontsize=7, color="w")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title, fontsize=9)
+  fig.colorbar(im, ax=ax)
+  return _save(fig, path)

@@ -1,0 +1,172 @@
+"""Metrics on disk and on screen: metrics.jsonl, summary.json and the final mean ± std table.
+
+metrics.jsonl has one JSON record per epoch:
+  {"epoch": 3, "step": 117, "seconds": 4.2,
+   "train": {"loss": [one value per member], ...}, "eval": {...}}   (eval only on evaluation epochs)
+Members are listed once, in config.json's sibling `members.json`: [{"setting_index", "setting", "seed"}].
+Diverged members (non-finite training loss) are excluded from means and listed in summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+
+
+def _jsonable(value):
+  return _nan_to_none(np.asarray(value, dtype=np.float64).tolist())
+
+
+def _to_json(obj):
+  if isinstance(obj, dict):
+    return {k: _to_json(v) for k, v in obj.items()}
+  if isinstance(obj, (np.ndarray, np.generic, float)):
+    return _jsonable(obj)
+  return obj
+
+
+def _nan_to_none(v):
+  if isinstance(v, list):
+    return [_nan_to_none(x) for x in v]
+  return None if (v is None or not math.isfinite(v)) else v
+
+
+def append_record(workdir: str, record: dict) -> dict:
+  """Appends one epoch record (NaN/Inf written as null, so the file stays strict JSON); returns it as JSON data."""
+  record = _to_json(record)
+  with open(os.path.join(workdir, METRICS), "a") as f:
+    f.write(json.dumps(record, allow_nan=False) + "\n")
+  return record
+
+
+def read_records(workdir: str) -> list[dict]:
+  path = os.path.join(workdir, METRICS)
+  if not os.path.exists(path):
+    return []
+  records = []
+  with open(path) as f:
+    for line in f:
+      line = line.strip()
+      if line:
+        try:
+          records.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut short by a kill: everything after it is stale
+          break
+  return records
+
+
+def truncate_records(workdir: str, last_epoch: int) -> list[dict]:
+  """Keeps records of epochs <= last_epoch (those the restored checkpoint has seen); returns them."""
+  records = [r for r in read_records(workdir) if r["epoch"] <= last_epoch]
+  path = os.path.join(workdir, METRICS)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    for r in records:
+      f.write(json.dumps(r, allow_nan=False) + "\n")
+  os.replace(tmp, path)
+  return records
+
+
+def as_array(values) -> np.ndarray:
+  """JSON list (nulls for non-finite) -> float64 array with NaN."""
+  return np.asarray([np.nan if v is None else v for v in np.ravel(np.asarray(values, dtype=object))],
+                    dtype=np.float64).reshape(np.shape(values))
+
+
+def mean_std(values, healthy: np.ndarray | None = None) -> tuple[float, float]:
+  """Mean and sample std (ddof=1; 0 for one value) over healthy members."""
+  v = as_array(values)
+  if healthy is not None:
+    v = v[healthy]
+  v = v[np.isfinite(v)] if v.ndim == 1 else v
+  if v.size == 0:
+    return float("nan"), float("nan")
+  return float(np.mean(v)), float(np.std(v, ddof=1)) if v.size > 1 else 0.0
+
+
+def summarize(records: list[dict], members: list[dict], diverged: dict[int, int], eval_name: str) -> dict:
+  """summary.json: final train and held-out metrics per member, and per setting mean/std over healthy seeds.
+
+  `diverged` maps member index -> first epoch with a non-finite training loss.
+  """
+  last_train = next((r["train"] for r in reversed(records) if "train" in r), {})
+  last_eval = next((r["eval"] for r in reversed(records) if "eval" in r), {})
+  settings = sorted({m["setting_index"] for m in members})
+  out: dict[str, Any] = {
+      "epochs": records[-1]["epoch"] if records else 0,
+      "eval_data": eval_name,
+      "members": members,
+      "diverged": [{"member": i, "seed": members[i]["seed"], "setting": members[i]["setting"], "epoch": e}
+                   for i, e in sorted(diverged.items())],
+      "settings": [],
+  }
+  for g in settings:
+    idx = [i for i, m in enumerate(members) if m["setting_index"] == g]
+    healthy = np.asarray([i not in diverged for i in idx])
+    entry = {"setting": members[idx[0]]["setting"], "seeds": [members[i]["seed"] for i in idx],
+             "healthy_seeds": [members[i]["seed"] for i in idx if i not in diverged]}
+    for split, last in (("train", last_train), ("eval", last_eval)):
+      block = {}
+      for name, values in last.items():
+        v = as_array(values)
+        if v.ndim != 1:
+          continue
+        per_seed = v[idx]
+        m, s = mean_std(per_seed, healthy)
+        block[name] = {"per_seed": _nan_to_none(per_seed.tolist()), "mean": _nan_to_none(m), "std": _nan_to_none(s)}
+      entry[split] = block
+    out["settings"].append(entry)
+  return out
+
+
+def write_summary(workdir: str, summary: dict) -> None:
+  with open(os.path.join(workdir, SUMMARY), "w") as f:
+    json.dump(summary, f, indent=1, allow_nan=False)
+
+
+def _fmt(m, s) -> str:
+  if m is None or not math.isfinite(m):
+    return "diverged"
+  return f"{m:.4g} ± {s:.2g}"
+
+
+def format_table(summary: dict) -> str:
+  """The final metrics: one row per seed, then mean ± std, for each setting (plain text)."""
+  lines = []
+  for entry in summary["settings"]:
+    cols = [("train", k) for k in entry["train"]] + [("eval", k) for k in entry["eval"]]
+    if entry["setting"]:
+      lines.append("setting: " + ", ".join(f"{k}={v}" for k, v in entry["setting"].items()))
+    header = ["seed"] + [f"{split}/{name}" for split, name in cols]
+    rows = []
+    for j, seed in enumerate(entry["seeds"]):
+      row = [str(seed)]
+      for split, name in cols:
+        v = entry[split][name]["per_seed"][j]
+        row.append("nan" if v is None else f"{v:.4g}")
+      rows.append(row)
+    rows.append(["mean±std"] + [_fmt(entry[s][n]["mean"], entry[s][n]["std"]) for s, n in cols])
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    fmt = lambda r: "  ".join(c.rjust(w) for c, w in zip(r, widths))
+    lines += [fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows] + [""]
+  if summary["diverged"]:
+    lines.append("diverged: " + ", ".join(f"seed {d['seed']} (epoch {d['epoch']})" for d in summary["diverged"]))
+  return "\n".join(lines)
+
+
+def progress_line(epoch: int, epochs: int, train: dict, evals: dict | None, healthy: np.ndarray, seconds: float) -> str:
+  """One line per epoch: loss mean ± std across healthy members (and held-out loss when evaluated)."""
+  m, s = mean_std(train["loss"], healthy)
+  text = f"epoch {epoch:>3}/{epochs}  train loss {m:.5g} ± {s:.2g}"
+  if evals:
+    key = "neg_elbo" if "neg_elbo" in evals else "recon_mse"
+    em, es = mean_std(evals[key], healthy)
+    text += f"  eval {key} {em:.5g} ± {es:.2g}"
+  return text + f"  ({seconds:.1f}s)"

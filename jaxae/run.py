@@ -1,0 +1,247 @@
+"""`train_and_evaluate(config, workdir)`: the whole run, from config to checkpoints, metrics and figures.
+
+config -> data -> model -> objective -> train step -> checkpoints/metrics -> figures/report.
+Re-running on the same workdir resumes from the latest complete checkpoint. SIGINT / SIGTERM finish the
+current chunk of steps, save, and return with `interrupted` set.
+
+Workdir layout (one run, or one sweep group under `groups/<name>/`):
+  config.json     the resolved config
+  members.json    [{setting_index, setting, seed}] in member order
+  metrics.jsonl   one record per epoch (report.py)
+  summary.json    final train and held-out metrics per member, mean/std per setting
+  checkpoints/    orbax steps (checkpoints.py)
+  figures/        loss_curves.png, reconstructions.png
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxae import checkpoints, configs, models, plots, report, sharding, sweep, train
+from jaxae import data as data_lib
+from jaxae import analysis
+
+WRITTEN = ("config.json", "members.json", report.METRICS, report.SUMMARY, checkpoints.CHECKPOINT_DIR, "figures",
+           "groups", "sweep_summary.json")
+
+
+def _say(msg: str) -> None:
+  tqdm.write(msg, file=sys.stdout)
+
+
+class _StopFlag:
+  """Set by SIGINT/SIGTERM; the training loop checks it between chunks (handlers restored on exit)."""
+
+  def __init__(self):
+    self.signal = None
+
+  def __call__(self) -> bool:
+    return self.signal is not None
+
+  @contextlib.contextmanager
+  def installed(self):
+    def handler(signum, frame):
+      if self.signal is not None and signum == signal.SIGINT:  # second Ctrl-C: stop hard
+        raise KeyboardInterrupt
+      self.signal = signum
+      _say(f"\n{signal.Signals(signum).name} received: finishing the current step and saving a checkpoint...")
+
+    old = {}
+    try:
+      for s in (signal.SIGINT, signal.SIGTERM):
+        old[s] = signal.signal(s, handler)
+    except ValueError:  # not the main thread (e.g. a notebook worker): no polite stop
+      pass
+    try:
+      yield self
+    finally:
+      for s, h in old.items():
+        signal.signal(s, h)
+
+
+def clear_workdir(workdir: str) -> None:
+  """Removes what jaxae wrote in `workdir` (never anything else)."""
+  for name in WRITTEN:
+    path = os.path.join(workdir, name)
+    if os.path.isdir(path):
+      shutil.rmtree(path)
+    elif os.path.exists(path):
+      os.remove(path)
+
+
+def _members(group: sweep.Group) -> list[dict]:
+  return [{"setting_index": g, "setting": group.settings[g], "seed": s} for g, s in group.members]
+
+
+def _restore(mngr, abstract, on_corrupt: str, workdir: str):
+  """Latest complete checkpoint, falling back to earlier steps when asked to. None if there is none."""
+  steps = sorted(mngr.all_steps(), reverse=True)
+  for i, step in enumerate(steps):
+    try:
+      return checkpoints.restore(mngr, step, abstract)
+    except checkpoints.CheckpointError as e:
+      if on_corrupt != "previous" or i == len(steps) - 1:
+        hint = (" Re-run with --on_corrupt=previous to resume from the previous complete step "
+                f"({steps[i + 1]})." if i + 1 < len(steps) and on_corrupt != "previous" else "")
+        raise checkpoints.CheckpointError(str(e) + hint) from None
+      _say(f"warning: {e}; falling back to step {steps[i + 1]}")
+  return None
+
+
+def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrupt: str = "fail") -> dict:
+  """Trains every member of one compiled group; returns the summary dict (see report.summarize)."""
+  config = group.config
+  os.makedirs(workdir, exist_ok=True)
+  members = _members(group)
+  flat = configs.flatten(config)
+  config_path = os.path.join(workdir, "config.json")
+  mngr = checkpoints.manager(workdir, config)
+  if mngr.all_steps() and os.path.exists(config_path):
+    checkpoints.check_compatible(checkpoints.config_from_json(config_path), flat, workdir)
+  with open(config_path, "w") as f:
+    f.write(config.to_json(indent=1))
+  with open(os.path.join(workdir, "members.json"), "w") as f:
+    json.dump(members, f, indent=1)
+
+  image_shape = data.train.images.shape[1:]
+  model = models.make_model(config, image_shape)
+  program = train.make_program(config, model, image_shape, len(data.train))
+  seeds = [m["seed"] for m in members]
+  hparams = sweep.member_hparams(group)
+  mesh = sharding.member_mesh(len(members))
+  x, y = sharding.replicate((data.train.images, data.train.labels), mesh)
+  xe, ye = sharding.replicate((data.eval.images, data.eval.labels), mesh)
+
+  abstract = sharding.abstract_members(train.abstract_state(program, seeds, hparams), mesh)
+  restored = _restore(mngr, abstract, on_corrupt, workdir)
+  if restored is None:
+    state = sharding.shard_members(train.init_state(program, seeds, hparams), mesh)
+    records, diverged = report.truncate_records(workdir, 0), {}
+  else:
+    state, meta = restored
+    records = report.truncate_records(workdir, meta["epoch"])
+    diverged = {int(k): v for k, v in meta["diverged"].items()}
+    _say(f"resuming {workdir} from step {int(state.step[0])} (epoch {meta['epoch']})")
+
+  spe = program.steps_per_epoch
+  epochs = config.train.epochs
+  epoch = int(jax.device_get(state.step[0])) // spe
+  num = len(members)
+  who = lambda i: f"seed {members[i]['seed']}" + (f" ({members[i]['setting']})" if members[i]["setting"] else "")
+
+  def meta() -> dict:
+    return {"epoch": epoch, "step": int(jax.device_get(state.step[0])), "members": members,
+            "diverged": {str(k): v for k, v in diverged.items()}, "image_shape": list(image_shape),
+            "config": config.to_dict(), "eval_data": data.eval_name}
+
+  stop = _StopFlag()
+  interrupted = None
+  bar = tqdm(total=epochs, initial=min(epoch, epochs), desc=os.path.basename(os.path.normpath(workdir)) or "train",
+             unit="epoch", disable=not (config.train.progress and sys.stderr.isatty()), file=sys.stderr, leave=False)
+  with stop.installed():
+    while epoch < epochs:
+      t0 = time.perf_counter()
+      state, finished = train.run_epoch(program, state, x, y, stop)
+      if not finished:
+        interrupted = stop.signal
+        break
+      state, train_means = train.take_epoch_metrics(program, state)
+      epoch += 1
+      for i in np.flatnonzero(~np.isfinite(train_means["loss"])):
+        if int(i) not in diverged:
+          diverged[int(i)] = epoch
+          _say(f"warning: {who(i)} diverged (non-finite loss) in epoch {epoch}; the other members keep training")
+      record: dict[str, Any] = {"epoch": epoch, "step": epoch * spe}
+      record["train"] = {k: v for k, v in train_means.items() if v.ndim == 1}
+      if epoch % config.train.eval_every == 0 or epoch == epochs:
+        evals = jax.device_get(program.evaluate(state, xe, ye))
+        record["eval"] = {k: np.asarray(v) for k, v in evals.items() if np.ndim(v) == 1}
+      record["seconds"] = time.perf_counter() - t0
+      records.append(report.append_record(workdir, record))
+      healthy = np.asarray([i not in diverged for i in range(num)])
+      _say(report.progress_line(epoch, epochs, record["train"], record.get("eval"), healthy, record["seconds"]))
+      bar.update(1)
+      if epoch % config.checkpoint.every_epochs == 0 or epoch == epochs or stop() or mngr.reached_preemption(epoch * spe):
+        checkpoints.save(mngr, state, meta())
+      if stop() or mngr.reached_preemption(epoch * spe):
+        interrupted = stop.signal or signal.SIGTERM
+        break
+    if interrupted is not None and int(jax.device_get(state.step[0])) not in mngr.all_steps():
+      checkpoints.save(mngr, state, meta())
+    mngr.wait_until_finished()
+  bar.close()
+  mngr.close()
+
+  if interrupted is not None:
+    step = int(jax.device_get(state.step[0]))
+    _say(f"stopped at step {step} (epoch {epoch} of {epochs} complete); checkpoint saved in {workdir}. "
+         f"Run the same command again to resume.")
+    return {"interrupted": signal.Signals(interrupted).name, "step": step, "epoch": epoch}
+
+  summary = report.summarize(records, members, diverged, data.eval_name)
+  summary["steps_per_epoch"] = spe
+  report.write_summary(workdir, summary)
+  if config.train.figures:
+    _figures(workdir, records, members, model, state, data, config)
+  return summary
+
+
+def _figures(workdir, records, members, model, state, data, config) -> None:
+  figdir = os.path.join(workdir, "figures")
+  key = "neg_elbo" if config.variant == "vae" else "recon_mse"
+  plots.loss_curves(records, members, os.path.join(figdir, "loss_curves.png"), metric="loss",
+                    title=f"{config.variant}: training loss and held-out loss (mean ± std over seeds)")
+  if key != "loss":
+    plots.loss_curves(records, members, os.path.join(figdir, f"{key}_curves.png"), metric=key)
+  images = data.eval.images[:10]
+  params = jax.device_get(state.params)
+  rows, labels = [data_lib.to_float(images)], ["input"]
+  for g in sorted({m["setting_index"] for m in members}):
+    i = next(j for j, m in enumerate(members) if m["setting_index"] == g)
+    rows.append(analysis.reconstruct(model, analysis.member_params(params, i), images, config))
+    setting = ",".join(f"{k.split('.')[-1]}={v}" for k, v in members[i]["setting"].items())
+    labels.append(f"seed {members[i]['seed']} {setting}".strip())
+  plots.image_rows(rows, labels, os.path.join(figdir, "reconstructions.png"),
+                   title=f"{config.variant}: held-out images and reconstructions")
+
+
+def train_and_evaluate(config, workdir: str, fresh: bool = False, on_corrupt: str = "fail") -> dict:
+  """Trains all members (seeds x sweep settings) of `config` in `workdir`; returns the summary.
+
+  Raises configs.ConfigError, data_lib.DataError, ValueError (shapes) or checkpoints.CheckpointError
+  before any training starts. `fresh=True` discards what jaxae wrote in `workdir` first.
+  The returned dict is summary.json's content; with static sweep keys it is
+  {"groups": {name: summary}}; after SIGINT/SIGTERM it is {"interrupted": ..., "step", "epoch"}.
+  """
+  configs.validate(config)
+  groups = sweep.groups(config)
+  data = data_lib.load(config.data)
+  for g in groups:
+    models.check_image_shape(g.config, data.train.images.shape[1:])
+    train.steps_per_epoch(len(data.train), g.config.train.batch_size)
+  if fresh:
+    clear_workdir(workdir)
+  if len(groups) == 1:
+    return train_group(groups[0], data, workdir, on_corrupt)
+  _say(f"the sweep changes array shapes or code ({', '.join(k for k in configs.parse_sweep(config) if k not in configs.VMAPPABLE)}): "
+       f"training {len(groups)} separately compiled groups, each with {len(groups[0].members)} members in one program")
+  out = {}
+  for g in groups:
+    _say(f"== group {g.name}")
+    out[g.name] = train_group(g, data, os.path.join(workdir, "groups", g.name), on_corrupt)
+    if "interrupted" in out[g.name]:
+      return out[g.name]
+  with open(os.path.join(workdir, "sweep_summary.json"), "w") as f:
+    json.dump({"groups": out}, f, indent=1)
+  return {"groups": out}

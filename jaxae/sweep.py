@@ -1,0 +1,65 @@
+"""Hyperparameter grids: which members share one compiled program, and what each member trains with.
+
+A run's members are (setting, seed) pairs. Settings differ only in sweepable scalars
+(configs.VMAPPABLE), carried as per-member arrays, so the whole grid x seeds is one leading axis of
+one vmapped program. Keys that change shapes or code (latent size, widths, k, batch size, variant)
+cannot share a program: each of their combinations is a separate *group*, compiled on its own, in
+the same invocation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Any
+
+import numpy as np
+
+from jaxae import configs
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+  """One compiled program: `config` (static values applied) and its vmappable settings."""
+
+  name: str  # '' when the sweep has no static key; else e.g. 'model.latent_dim=2'
+  config: Any
+  settings: tuple[dict, ...]  # one {dotted key: value} per setting ({} when nothing is swept)
+
+  @property
+  def seeds(self) -> list[int]:
+    return [self.config.seed + i for i in range(self.config.num_seeds)]
+
+  @property
+  def members(self) -> list[tuple[int, int]]:
+    """(setting index, seed) of each member, setting-major: member = setting * num_seeds + seed index."""
+    return [(g, s) for g in range(len(self.settings)) for s in self.seeds]
+
+
+def _grid(sweep: dict[str, list]) -> list[dict]:
+  keys = list(sweep)
+  return [dict(zip(keys, combo)) for combo in itertools.product(*(sweep[k] for k in keys))]
+
+
+def groups(config) -> list[Group]:
+  """Splits `config.sweep` into compiled groups. Raises ConfigError for a bad sweep."""
+  sweep = configs.parse_sweep(config)
+  dynamic = {k: v for k, v in sweep.items() if k in configs.VMAPPABLE}
+  static = {k: v for k, v in sweep.items() if k not in configs.VMAPPABLE}
+  settings = tuple(_grid(dynamic)) if dynamic else ({},)
+  out = []
+  for values in (_grid(static) if static else [{}]):
+    group_config = configs.with_values(config, values)
+    configs.validate(group_config)
+    name = ",".join(f"{k}={v}" for k, v in values.items())
+    out.append(Group(name, group_config, settings))
+  return out
+
+
+def member_hparams(group: Group) -> dict[str, np.ndarray]:
+  """{hparam name: float32 (num_members,)}: every sweepable scalar, per member."""
+  out = {}
+  for key, name in configs.VMAPPABLE.items():
+    base = configs.get(group.config, key)
+    out[name] = np.asarray([float(group.settings[g].get(key, base)) for g, _ in group.members], np.float32)
+  return out

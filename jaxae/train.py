@@ -1,0 +1,173 @@
+"""Training: a TrainState with a leading member axis and one jit-compiled, vmapped train step.
+
+Members are (hyperparameter setting, seed) pairs (sweep.py). Everything random is a pure function of
+the member's seed key, the epoch and the step, so a member trained inside a vmapped program gives the
+same result as the same seed trained alone, and a resumed run is the same as an uninterrupted one:
+
+  params init   fold_in(key, 0)
+  data order    fold_in(fold_in(key, 1), epoch)   a permutation of the training set per epoch
+  step noise    fold_in(fold_in(key, 2), step)    corruption, reparameterization
+  evaluation    fold_in(key, 3)                   the same VAE samples at every evaluation
+
+Each epoch has floor(N / batch_size) steps: the remainder (different images each epoch) is dropped
+so every step has the same shape and the epoch compiles once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax.training import train_state
+
+from jaxae import data as data_lib
+from jaxae import objectives, optim
+
+
+class TrainState(train_state.TrainState):
+  """flax TrainState + the member's seed key, its sweepable hyperparameters and running metric sums.
+
+  Under the member axis every leaf has a leading dimension M (number of members); `step` is then
+  (M,) int32 with equal entries, so the global step is `state.step[0]`.
+  """
+
+  rng: jax.Array  # typed PRNG key of the member's seed
+  hparams: dict  # {name: float32 scalar}, see configs.VMAPPABLE
+  metric_sums: dict  # sums of per-step training metrics since the epoch started
+
+
+def steps_per_epoch(num_train: int, batch_size: int) -> int:
+  """floor(N / B); raises ValueError when the training set is smaller than one batch."""
+  if num_train < batch_size:
+    raise ValueError(f"train.batch_size={batch_size} is larger than the training set ({num_train} images)")
+  return num_train // batch_size
+
+
+def member_key(seed: int) -> jax.Array:
+  return jax.random.key(seed)
+
+
+@flax.struct.dataclass
+class Program:
+  """The compiled pieces of one group: built once per (config, data shape), reused every epoch."""
+
+  init: Callable = flax.struct.field(pytree_node=False)  # (keys, hparams) -> TrainState
+  epoch_order: Callable = flax.struct.field(pytree_node=False)  # (state, epoch) -> (M, steps, B) int32
+  train_chunk: Callable = flax.struct.field(pytree_node=False)  # (state, x, y, order, offset) -> state
+  evaluate: Callable = flax.struct.field(pytree_node=False)  # (state, x, y) -> {metric: (M, ...)}
+  steps_per_epoch: int = flax.struct.field(pytree_node=False)
+  chunk: int = flax.struct.field(pytree_node=False)
+
+
+def make_program(config, model, image_shape, num_train: int) -> Program:
+  """Builds init / epoch_order / train_chunk / evaluate for a config; each vmapped over members.
+
+  `train_chunk` runs `chunk` consecutive steps: with train.steps_per_call=0 the whole epoch is one
+  `lax.scan` (one dispatch per epoch); with 1 it is a single step called from a Python loop (faster
+  for convolutions on XLA:CPU, see benchmarks/). Any other value scans that many steps per call.
+  """
+  spe = steps_per_epoch(num_train, config.train.batch_size)
+  chunk = config.train.steps_per_call or spe
+  chunk = min(chunk, spe)
+  batch = config.train.batch_size
+  loss_fn = objectives.make_loss_fn(config, model)
+  tx = optim.make_optimizer(config, spe)
+  sample = jnp.zeros((1, *image_shape), jnp.float32)
+
+  def init_member(key, hp):
+    params = model.init(jax.random.fold_in(key, 0), sample)
+    opt_state = optim.set_hyperparams(tx.init(params), hp["learning_rate"], hp["weight_decay"])
+    metric_shapes = jax.eval_shape(lambda: loss_fn(params, hp, sample, jnp.zeros((1,), jnp.int32), key, True)[1])
+    sums = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes)
+    return TrainState(step=jnp.zeros([], jnp.int32), apply_fn=model.apply, params=params, tx=tx,
+                      opt_state=opt_state, rng=key, hparams=hp, metric_sums=sums)
+
+  def order_member(state, epoch):
+    perm = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(state.rng, 1), epoch), num_train)
+    return perm[: spe * batch].reshape(spe, batch).astype(jnp.int32)
+
+  def train_step(state, x_all, y_all, idx):
+    x = data_lib.to_float(x_all[idx])
+    y = y_all[idx]
+    key = jax.random.fold_in(jax.random.fold_in(state.rng, 2), state.step)
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, state.hparams, x, y, key, True)
+    state = state.apply_gradients(grads=grads)
+    return state.replace(metric_sums=jax.tree.map(jnp.add, state.metric_sums, metrics))
+
+  def chunk_member(state, x_all, y_all, order, offset):
+    idx = jax.lax.dynamic_slice_in_dim(order, offset, chunk, axis=0)
+    if chunk == 1:
+      return train_step(state, x_all, y_all, idx[0])
+    body = lambda s, i: (train_step(s, x_all, y_all, i), None)
+    return jax.lax.scan(body, state, idx, unroll=config.train.unroll)[0]
+
+  eval_bs = config.train.eval_batch_size
+
+  def eval_member(state, x_all, y_all):
+    n = x_all.shape[0]
+    bs = min(eval_bs, n)
+    full, rest = divmod(n, bs)
+    key = jax.random.fold_in(state.rng, 3)
+
+    def batch_metrics(x, y):
+      return loss_fn(state.params, state.hparams, data_lib.to_float(x), y, key, False)[1]
+
+    xs = x_all[: full * bs].reshape(full, bs, *x_all.shape[1:])
+    ys = y_all[: full * bs].reshape(full, bs)
+    per_batch = jax.lax.map(lambda xy: batch_metrics(*xy), (xs, ys))
+    total = jax.tree.map(lambda m: jnp.sum(m, axis=0) * bs, per_batch)
+    if rest:  # the remainder is its own (smaller) batch, weighted by its size
+      last = batch_metrics(x_all[full * bs:], y_all[full * bs:])
+      total = jax.tree.map(lambda t, m: t + m * rest, total, last)
+    return jax.tree.map(lambda t: t / n, total)
+
+  return Program(
+      init=jax.jit(jax.vmap(init_member)),
+      epoch_order=jax.jit(jax.vmap(order_member, in_axes=(0, None))),
+      train_chunk=jax.jit(jax.vmap(chunk_member, in_axes=(0, None, None, 0, None)), donate_argnums=0),
+      evaluate=jax.jit(jax.vmap(eval_member, in_axes=(0, None, None))),
+      steps_per_epoch=spe,
+      chunk=chunk,
+  )
+
+
+def run_epoch(program: Program, state: TrainState, x, y, stop: Callable[[], bool] = lambda: False):
+  """Trains from the state's position to the end of its epoch (or until `stop()` after a chunk).
+
+  Returns (state, finished). No host round trip inside: the Python loop only dispatches chunks.
+  """
+  spe = program.steps_per_epoch
+  step = int(jax.device_get(state.step[0]))
+  epoch, offset = divmod(step, spe)
+  order = program.epoch_order(state, epoch)
+  while offset < spe:
+    n = min(program.chunk, spe - offset)
+    if n != program.chunk:  # Only when steps_per_call does not divide the epoch: one more compile.
+      raise ValueError(f"train.steps_per_call={program.chunk} must divide the {spe} steps of an epoch")
+    state = program.train_chunk(state, x, y, order, offset)
+    offset += n
+    if offset < spe and stop():
+      return state, False
+  return state, True
+
+
+def take_epoch_metrics(program: Program, state: TrainState) -> tuple[TrainState, dict[str, np.ndarray]]:
+  """(state with zeroed sums, {metric: (M, ...) mean over the epoch's steps}) — one host transfer."""
+  sums = jax.device_get(state.metric_sums)
+  means = {k: np.asarray(v) / program.steps_per_epoch for k, v in sums.items()}
+  zeros = jax.tree.map(jnp.zeros_like, state.metric_sums)
+  return state.replace(metric_sums=zeros), means
+
+
+def init_state(program: Program, seeds: list[int], hparams: dict[str, np.ndarray]) -> TrainState:
+  """Initial TrainState for members with these seeds (one per member) and per-member hparams."""
+  keys = jax.vmap(member_key)(jnp.asarray(seeds, jnp.uint32))
+  return program.init(keys, {k: jnp.asarray(v) for k, v in hparams.items()})
+
+
+def abstract_state(program: Program, seeds: list[int], hparams: dict[str, np.ndarray]) -> Any:
+  """jax.eval_shape of init_state: the restore target for checkpoints (no arrays allocated)."""
+  return jax.eval_shape(lambda: init_state(program, seeds, hparams))
