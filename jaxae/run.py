@@ -33,7 +33,7 @@ from jaxae import data as data_lib
 from jaxae import analysis
 
 WRITTEN = ("config.json", "members.json", report.METRICS, report.SUMMARY, checkpoints.CHECKPOINT_DIR, "figures",
-           "groups", "sweep_summary.json")
+           "groups", "sweep_summary.json", "config.json.tmp", report.METRICS + ".tmp")
 
 
 def _say(msg: str) -> None:
@@ -89,13 +89,20 @@ def _restore(mngr, abstract, on_corrupt: str, workdir: str):
   steps = sorted(mngr.all_steps(), reverse=True)
   for i, step in enumerate(steps):
     try:
-      return checkpoints.restore(mngr, step, abstract)
+      restored = checkpoints.restore(mngr, step, abstract)
+    except checkpoints.CheckpointMismatch:
+      raise  # another config or version, not damage: earlier steps would not match either
     except checkpoints.CheckpointError as e:
       if on_corrupt != "previous" or i == len(steps) - 1:
         hint = (" Re-run with --on_corrupt=previous to resume from the previous complete step "
                 f"({steps[i + 1]})." if i + 1 < len(steps) and on_corrupt != "previous" else "")
         raise checkpoints.CheckpointError(str(e) + hint) from None
       _say(f"warning: {e}; falling back to step {steps[i + 1]}")
+      continue
+    for bad in steps[:i]:  # damaged later steps would shadow the new ones (and block saving their step)
+      _say(f"deleting damaged checkpoint step {bad}")
+      mngr.delete(bad)
+    return restored
   return None
 
 
@@ -107,10 +114,12 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
   flat = configs.flatten(config)
   config_path = os.path.join(workdir, "config.json")
   mngr = checkpoints.manager(workdir, config)
-  if mngr.all_steps() and os.path.exists(config_path):
-    checkpoints.check_compatible(checkpoints.config_from_json(config_path), flat, workdir)
-  with open(config_path, "w") as f:
+  saved = checkpoints.saved_config(mngr, config_path)
+  if saved is not None:
+    checkpoints.check_compatible(saved, flat, workdir)
+  with open(config_path + ".tmp", "w") as f:  # atomic: a kill never leaves a cut-short config.json
     f.write(config.to_json(indent=1))
+  os.replace(config_path + ".tmp", config_path)
   with open(os.path.join(workdir, "members.json"), "w") as f:
     json.dump(members, f, indent=1)
 
@@ -133,6 +142,11 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
     records = report.truncate_records(workdir, meta["epoch"])
     diverged = {int(k): v for k, v in meta["diverged"].items()}
     _say(f"resuming {workdir} from step {int(state.step[0])} (epoch {meta['epoch']})")
+    offset = int(state.step[0]) % program.steps_per_epoch
+    if offset % program.chunk:
+      raise checkpoints.CheckpointError(
+          f"the checkpoint stopped {offset} steps into an epoch; train.steps_per_call={config.train.steps_per_call} "
+          f"must divide {offset} to resume it (use the value the run was started with)")
 
   spe = program.steps_per_epoch
   epochs = config.train.epochs

@@ -1,0 +1,56 @@
+"""Shared fixtures: the real MNIST test set beside the project, tiny configs, a fresh workdir."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+
+from jaxae import configs
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
+
+
+@pytest.fixture(scope="session")
+def mnist_test_dir() -> str:
+  """`../shared/data/mnist` (the official MNIST test set in IDX format); JAXAE_MNIST_DIR overrides it."""
+  path = os.environ.get("JAXAE_MNIST_DIR", str(SHARED_MNIST))
+  if not os.path.exists(os.path.join(path, "t10k-images-idx3-ubyte.gz")):
+    pytest.skip(f"real MNIST test set not found at {path}")
+  return path
+
+
+def tiny_config(variant_file: str = "vanilla", **overrides):
+  """A config from configs/<variant_file>.py shrunk for tests: 2 seeds, 2 epochs, 256 images, small MLP."""
+  import importlib.util
+
+  spec = importlib.util.spec_from_file_location("cfg", ROOT / "configs" / f"{variant_file}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.num_seeds = 2
+  config.train.epochs = 2
+  config.train.batch_size = 32
+  config.train.progress = False
+  config.train.figures = False
+  config.data.max_train = 256
+  config.data.max_eval = 64
+  config.model.hidden = (64, 32)
+  config.model.latent_dim = 8
+  config.model.conv_channels = (4, 8)
+  config.loss.topk = 4
+  for key, value in overrides.items():
+    *parents, leaf = key.split("__")
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  configs.validate(config)
+  return config
+
+
+@pytest.fixture
+def tiny():
+  return tiny_config
