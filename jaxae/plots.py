@@ -98,6 +98,39 @@ def metric_vs_value(values, means, stds, path: str, xlabel: str, ylabel: str, ti
   return _save(fig, path)
 
 
+def sweep_figures(points: list[tuple[dict, dict]], keys: list[str], figdir: str) -> list[str]:
+  """Each metric against the swept value(s): error bars for one key, a heatmap of means for two.
+
+  points: sweep.points(...) output; keys: the swept config keys. More than two keys: one error-bar
+  figure per key with the other keys at their first value. Returns the written paths.
+  """
+  paths = []
+  metrics = sorted({m for _, ms in points for m in ms})
+  nan = float("nan")
+  val = lambda x: nan if x is None else x
+  for metric in metrics:
+    name = metric.replace("/", "_")
+    if len(keys) == 2:
+      xs = sorted({p[keys[1]] for p, _ in points})
+      ys = sorted({p[keys[0]] for p, _ in points})
+      grid = np.full((len(ys), len(xs)), np.nan)
+      for p, ms in points:
+        grid[ys.index(p[keys[0]]), xs.index(p[keys[1]])] = val(ms.get(metric, (nan, nan))[0])
+      paths.append(heatmap(xs, ys, grid, os.path.join(figdir, f"sweep_{name}.png"), keys[1], keys[0],
+                           f"held-out {metric} (mean over seeds)"))
+      continue
+    for key in keys:
+      others = {k: points[0][0][k] for k in keys if k != key}
+      sel = sorted(((p[key], ms.get(metric, (nan, nan))) for p, ms in points
+                    if all(p[k] == v for k, v in others.items())), key=lambda t: t[0])
+      if not sel:
+        continue
+      suffix = f"_{key.split('.')[-1]}" if len(keys) > 1 else ""
+      paths.append(metric_vs_value([v for v, _ in sel], [val(m[0]) for _, m in sel], [val(m[1]) for _, m in sel],
+                                   os.path.join(figdir, f"sweep_{name}{suffix}.png"), key, f"held-out {metric}"))
+  return paths
+
+
 def heatmap(xs, ys, grid, path: str, xlabel: str, ylabel: str, title: str) -> str:
   """Mean metric over a 2-D sweep: grid[i, j] for ys[i], xs[j], annotated with the values."""
   grid = np.asarray(grid, dtype=np.float64)
@@ -112,4 +145,52 @@ def heatmap(xs, ys, grid, path: str, xlabel: str, ylabel: str, title: str) -> st
   ax.set_ylabel(ylabel)
   ax.set_title(title, fontsize=9)
   fig.colorbar(im, ax=ax)
+  return _save(fig, path)
+
+
+def latent_scatter(z, labels, path: str, title: str = "", max_points: int = 10000) -> str:
+  """2-D latent codes z (N, 2) as points coloured by integer class label, with a legend."""
+  z, labels = np.asarray(z)[:max_points], np.asarray(labels)[:max_points]
+  fig, ax = plt.subplots(figsize=(6, 5))
+  cmap = plt.get_cmap("tab10")
+  for c in np.unique(labels):
+    pts = z[labels == c]
+    ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5, color=cmap(int(c) % 10), label=str(c), rasterized=True)
+  ax.legend(title="digit", markerscale=5, fontsize=7, loc="best")
+  ax.set_xlabel("z1")
+  ax.set_ylabel("z2")
+  ax.set_title(title, fontsize=9)
+  return _save(fig, path)
+
+
+def image_grid(images, path: str, extent=None, title: str = "") -> str:
+  """A (rows, cols, H, W[, 1]) array of images in [0, 1] tiled into one picture.
+
+  `extent` = (x0, x1, y0, y1) labels the axes with the latent coordinates the tiles were decoded from
+  (row 0 is drawn at the top, so put the largest y first).
+  """
+  images = np.asarray(images)
+  rows, cols, h, w = images.shape[:4]
+  tiled = np.clip(images.reshape(rows, cols, h, w).transpose(0, 2, 1, 3).reshape(rows * h, cols * w), 0, 1)
+  fig, ax = plt.subplots(figsize=(6, 6))
+  ax.imshow(tiled, cmap="gray", vmin=0, vmax=1, extent=extent, aspect="auto" if extent else None)
+  if extent is None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+  ax.set_title(title, fontsize=9)
+  return _save(fig, path)
+
+
+def rate_distortion(rates, distortions, labels, path: str, rate_err=None, distortion_err=None,
+                    xlabel: str = "KL(q(z|x) || p(z)) [nats]", ylabel: str = "E_q[-log p(x|z)] [nats]",
+                    title: str = "") -> str:
+  """Distortion against rate, one point (± std error bars) per labelled setting, e.g. one per beta."""
+  fig, ax = plt.subplots(figsize=(5, 4))
+  ax.errorbar(rates, distortions, xerr=rate_err, yerr=distortion_err, marker="o", capsize=3, linestyle="-")
+  for x, y, label in zip(rates, distortions, labels):
+    ax.annotate(str(label), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title, fontsize=9)
+  ax.grid(alpha=0.3)
   return _save(fig, path)

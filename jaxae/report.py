@@ -141,7 +141,8 @@ def format_table(summary: dict) -> str:
   """The final metrics: one row per seed, then mean ± std, for each setting (plain text)."""
   lines = []
   for entry in summary["settings"]:
-    cols = [("train", k) for k in entry["train"]] + [("eval", k) for k in entry["eval"]]
+    # Training loss and every held-out metric; summary.json has all training metrics too.
+    cols = [("train", k) for k in entry["train"] if k == "loss"] + [("eval", k) for k in entry["eval"]]
     if entry["setting"]:
       lines.append("setting: " + ", ".join(f"{k}={v}" for k, v in entry["setting"].items()))
     header = ["seed"] + [f"{split}/{name}" for split, name in cols]

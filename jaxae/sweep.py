@@ -25,6 +25,7 @@ class Group:
   name: str  # '' when the sweep has no static key; else e.g. 'model.latent_dim=2'
   config: Any
   settings: tuple[dict, ...]  # one {dotted key: value} per setting ({} when nothing is swept)
+  static: dict = dataclasses.field(default_factory=dict)  # the static sweep values of this group
 
   @property
   def seeds(self) -> list[int]:
@@ -52,7 +53,7 @@ def groups(config) -> list[Group]:
     group_config = configs.with_values(config, values)
     configs.validate(group_config)
     name = ",".join(f"{k}={v}" for k, v in values.items())
-    out.append(Group(name, group_config, settings))
+    out.append(Group(name, group_config, settings, values))
   return out
 
 
@@ -62,4 +63,18 @@ def member_hparams(group: Group) -> dict[str, np.ndarray]:
   for key, name in configs.VMAPPABLE.items():
     base = configs.get(group.config, key)
     out[name] = np.asarray([float(group.settings[g].get(key, base)) for g, _ in group.members], np.float32)
+  return out
+
+
+def points(results: list[tuple[Group, dict]], split: str = "eval") -> list[tuple[dict, dict]]:
+  """[(full setting {key: value} incl. static keys, {metric: (mean, std)})] over every group's settings.
+
+  `results` pairs each group with its summary (report.summarize). Diverged seeds are already excluded.
+  """
+  out = []
+  for group, summary in results:
+    for entry in summary["settings"]:
+      setting = {**group.static, **entry["setting"]}
+      metrics = {k: (v["mean"], v["std"]) for k, v in entry[split].items()}
+      out.append((setting, metrics))
   return out
