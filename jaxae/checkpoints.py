@@ -34,14 +34,21 @@ class CheckpointError(RuntimeError):
   """A checkpoint that cannot be used: damaged, or written by an incompatible config."""
 
 
+class CheckpointMismatch(CheckpointError):
+  """A readable checkpoint whose config or stored arrays do not match this config / code (not damage)."""
+
+
 def manager(workdir: str, config=None, read_only: bool = False) -> ocp.CheckpointManager:
   """The CheckpointManager of `<workdir>/checkpoints` (keeps `checkpoint.keep` steps)."""
   keep = config.checkpoint.keep if config is not None else None
   options = ocp.CheckpointManagerOptions(
       max_to_keep=keep, create=not read_only, cleanup_tmp_directories=not read_only,
       read_only=read_only, enable_async_checkpointing=True)
+  # Handlers given up front (not just item names) so `item_metadata` can read a step's stored tree.
+  handlers = dict(params=ocp.StandardCheckpointHandler(), state=ocp.StandardCheckpointHandler(),
+                  meta=ocp.JsonCheckpointHandler())
   return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)), options=options,
-                               item_names=("params", "state", "meta"))
+                               item_handlers=handlers)
 
 
 def _state_item(state) -> dict:
@@ -76,6 +83,7 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state) -> tuple[Any
   Raises CheckpointError naming the step and its path when any item is missing or damaged.
   """
   target = _state_item_abstract(abstract_state)
+  _check_stored_tree(mngr, step, abstract_state.params, target)
   try:
     restored = mngr.restore(step, args=ocp.args.Composite(
         params=ocp.args.StandardRestore(abstract_state.params),
@@ -90,7 +98,7 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state) -> tuple[Any
     raise
   except Exception as e:
     raise CheckpointError(f"checkpoint step {step} at {step_path(mngr, step)} is damaged or incomplete "
-                          f"({type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''})") from None
+                          f"({type(e).__name__}: {_first_line(e)})") from None
   return state, restored.meta
 
 
@@ -99,6 +107,47 @@ def _state_item_abstract(abstract_state) -> dict:
   key_data = jax.ShapeDtypeStruct(rng.shape + (2,), np.uint32, sharding=getattr(rng, "sharding", None))
   return dict(step=abstract_state.step, opt_state=abstract_state.opt_state, rng=key_data,
               hparams=abstract_state.hparams, metric_sums=abstract_state.metric_sums)
+
+
+def _leaves(tree) -> dict[str, tuple]:
+  """{'a/b/0': (shape, dtype)}: a tree's arrays by path, the same for dicts, lists and namedtuples."""
+  def name(k):
+    return str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {"/".join(name(k) for k in path): (tuple(a.shape), np.dtype(a.dtype).name) for path, a in flat}
+
+
+def _check_stored_tree(mngr: ocp.CheckpointManager, step: int, params_target, state_target=None) -> None:
+  """Raises CheckpointError when the stored arrays differ from what this config and code expect.
+
+  Reads only the items' metadata, so a checkpoint from another config or jaxae version is reported as
+  such, not as damage. Unreadable metadata is damage.
+  """
+  want = {"params": _leaves(params_target)}
+  if state_target is not None:
+    want["state"] = _leaves(state_target)
+  try:
+    stored = mngr.item_metadata(step)
+    stored = {k: _leaves(getattr(stored[k], "tree", stored[k])) for k in want}
+  except Exception as e:
+    raise CheckpointError(f"checkpoint step {step} at {step_path(mngr, step)} is damaged or incomplete: cannot "
+                          f"read its array metadata ({type(e).__name__}: {_first_line(e)})") from None
+  diffs = []
+  for item in want:
+    for path in sorted(set(stored[item]) | set(want[item])):
+      got, exp = stored[item].get(path), want[item].get(path)
+      if got != exp:
+        diffs.append(f"{item}/{path}: stored {'absent' if got is None else f'{got[1]}{list(got[0])}'}, "
+                     f"expected {'absent' if exp is None else f'{exp[1]}{list(exp[0])}'}")
+  if diffs:
+    more = f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else ""
+    raise CheckpointMismatch(f"checkpoint step {step} at {step_path(mngr, step)} does not match this config or "
+                             f"version of jaxae: {'; '.join(diffs[:3])}{more}. Use another --workdir, or --fresh "
+                             f"to discard it and start over.")
+
+
+def _first_line(e: Exception) -> str:
+  return str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
 
 
 def _check_finite_structure(state, abstract_state) -> None:
@@ -111,7 +160,10 @@ def _check_finite_structure(state, abstract_state) -> None:
 def incompatible_keys(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
   """Dotted config keys whose change alters what a checkpoint means (everything not RESUME_SAFE)."""
   keys = sorted(set(saved) | set(current))
-  return [k for k in keys if k not in configs.RESUME_SAFE and saved.get(k, "<absent>") != current.get(k, "<absent>")]
+  safe = set(configs.RESUME_SAFE)
+  if saved.get("optimizer.schedule") != "constant" or current.get("optimizer.schedule") != "constant":
+    safe.discard("train.epochs")  # a decaying schedule's length: more epochs change every remaining rate
+  return [k for k in keys if k not in safe and saved.get(k, "<absent>") != current.get(k, "<absent>")]
 
 
 def check_compatible(saved: dict[str, Any], current: dict[str, Any], workdir: str) -> None:
@@ -119,7 +171,7 @@ def check_compatible(saved: dict[str, Any], current: dict[str, Any], workdir: st
   bad = incompatible_keys(saved, current)
   if bad:
     diffs = "; ".join(f"{k}: {saved.get(k, '<absent>')!r} -> {current.get(k, '<absent>')!r}" for k in bad)
-    raise CheckpointError(f"{workdir} holds a run with a different config ({diffs}). Use another --workdir, "
+    raise CheckpointMismatch(f"{workdir} holds a run with a different config ({diffs}). Use another --workdir, "
                           f"or --fresh to discard that run and start over.")
 
 
@@ -160,10 +212,15 @@ def load_run(workdir: str, seed: int | None = None, setting: int | None = None, 
   num = len(meta["members"])
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct((num, *a.shape), a.dtype), abstract)
   try:
+    _check_stored_tree(mngr, step, abstract)
     params = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract))).params
+  except CheckpointError:
+    mngr.close()
+    raise
   except Exception as e:
+    mngr.close()
     raise CheckpointError(f"checkpoint step {step} at {step_path(mngr, step)} is damaged: cannot read params "
-                          f"({type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''})") from None
+                          f"({type(e).__name__}: {_first_line(e)})") from None
   members = meta["members"]
   if seed is not None or setting is not None:
     picks = [i for i, m in enumerate(members)
@@ -177,6 +234,24 @@ def load_run(workdir: str, seed: int | None = None, setting: int | None = None, 
     members = [members[i] for i in picks]
   mngr.close()
   return Run(config, model, params, members, step, meta["epoch"], workdir)
+
+
+def saved_config(mngr: ocp.CheckpointManager, config_path: str) -> dict[str, Any] | None:
+  """Flattened config of the run in a workdir: from the latest readable checkpoint's metadata, else from
+  `config_path` (config.json is rewritten at each start, so a checkpoint is the better witness).
+  None when there is no checkpoint."""
+  steps = sorted(mngr.all_steps(), reverse=True)
+  for step in steps:
+    try:
+      return configs.flatten(ml_collections.ConfigDict(read_meta(mngr, step)["config"]))
+    except (CheckpointError, KeyError):
+      continue  # damaged: restoring reports it (or falls back)
+  if steps and os.path.exists(config_path):
+    try:
+      return config_from_json(config_path)
+    except ValueError:  # cut short by a kill
+      return None
+  return None
 
 
 def config_from_json(path: str) -> dict[str, Any]:

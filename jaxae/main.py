@@ -38,6 +38,10 @@ def main(argv) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   if "interrupted" in summary:
+    import shlex
+
+    resume = [a for a in sys.argv[1:] if a not in ("--fresh", "--fresh=true", "--fresh=True")]  # would wipe it
+    print(f"to resume: {shlex.join([sys.executable, '-m', 'jaxae.main', *resume])}")
     return 128 + int(getattr(signal, summary["interrupted"]))
   summaries = summary["groups"].values() if "groups" in summary else [summary]
   from jaxae import report

@@ -200,7 +200,7 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
   if interrupted is not None:
     step = int(jax.device_get(state.step[0]))
     _say(f"stopped at step {step} (epoch {epoch} of {epochs} complete); checkpoint saved in {workdir}. "
-         f"Run the same command again to resume.")
+         f"Run the same command again (without --fresh) to resume.")
     return {"interrupted": signal.Signals(interrupted).name, "step": step, "epoch": epoch}
 
   summary = report.summarize(records, members, diverged, data.eval_name)
@@ -243,12 +243,16 @@ def train_and_evaluate(config, workdir: str, fresh: bool = False, on_corrupt: st
   data = data_lib.load(config.data)
   for g in groups:
     models.check_image_shape(g.config, data.train.images.shape[1:])
-    train.steps_per_epoch(len(data.train), g.config.train.batch_size)
+    train.steps_per_call(g.config, len(data.train))
   if fresh:
     clear_workdir(workdir)
+  swept = list(configs.parse_sweep(config))
   if len(groups) == 1:
-    return train_group(groups[0], data, workdir, on_corrupt)
-  _say(f"the sweep changes array shapes or code ({', '.join(k for k in configs.parse_sweep(config) if k not in configs.VMAPPABLE)}): "
+    summary = train_group(groups[0], data, workdir, on_corrupt)
+    if swept and "interrupted" not in summary and config.train.figures:
+      plots.sweep_figures(sweep.points([(groups[0], summary)]), swept, os.path.join(workdir, "figures"))
+    return summary
+  _say(f"the sweep changes array shapes or code ({', '.join(k for k in swept if k not in configs.VMAPPABLE)}): "
        f"training {len(groups)} separately compiled groups, each with {len(groups[0].members)} members in one program")
   out = {}
   for g in groups:
@@ -258,4 +262,6 @@ def train_and_evaluate(config, workdir: str, fresh: bool = False, on_corrupt: st
       return out[g.name]
   with open(os.path.join(workdir, "sweep_summary.json"), "w") as f:
     json.dump({"groups": out}, f, indent=1)
+  if config.train.figures:
+    plots.sweep_figures(sweep.points([(g, out[g.name]) for g in groups]), swept, os.path.join(workdir, "figures"))
   return {"groups": out}

@@ -46,6 +46,16 @@ def steps_per_epoch(num_train: int, batch_size: int) -> int:
   return num_train // batch_size
 
 
+def steps_per_call(config, num_train: int) -> int:
+  """Steps per compiled call; raises ValueError unless it divides the epoch (one shape, one compilation)."""
+  spe = steps_per_epoch(num_train, config.train.batch_size)
+  chunk = min(config.train.steps_per_call or spe, spe)
+  if spe % chunk:
+    raise ValueError(f"train.steps_per_call={chunk} must divide the {spe} steps of an epoch "
+                     f"({num_train} images // batch {config.train.batch_size})")
+  return chunk
+
+
 def member_key(seed: int) -> jax.Array:
   return jax.random.key(seed)
 
@@ -70,8 +80,7 @@ def make_program(config, model, image_shape, num_train: int) -> Program:
   for convolutions on XLA:CPU, see benchmarks/). Any other value scans that many steps per call.
   """
   spe = steps_per_epoch(num_train, config.train.batch_size)
-  chunk = config.train.steps_per_call or spe
-  chunk = min(chunk, spe)
+  chunk = steps_per_call(config, num_train)
   batch = config.train.batch_size
   loss_fn = objectives.make_loss_fn(config, model)
   tx = optim.make_optimizer(config, spe)
@@ -144,11 +153,8 @@ def run_epoch(program: Program, state: TrainState, x, y, stop: Callable[[], bool
   epoch, offset = divmod(step, spe)
   order = program.epoch_order(state, epoch)
   while offset < spe:
-    n = min(program.chunk, spe - offset)
-    if n != program.chunk:  # Only when steps_per_call does not divide the epoch: one more compile.
-      raise ValueError(f"train.steps_per_call={program.chunk} must divide the {spe} steps of an epoch")
     state = program.train_chunk(state, x, y, order, offset)
-    offset += n
+    offset += program.chunk
     if offset < spe and stop():
       return state, False
   return state, True

@@ -13,6 +13,38 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compile_cache(tmp_path_factory):
+  """A persistent XLA compilation cache for the whole session, subprocesses included.
+
+  Tests build the same few tiny programs again and again (every run makes fresh jitted closures);
+  with the cache each distinct program is compiled once. Results are unchanged: a cache hit loads
+  the very executable a compile would produce.
+  """
+  import jax
+  from jax._src import compilation_cache
+
+  path = str(tmp_path_factory.mktemp("xla_cache"))
+  settings = {"jax_compilation_cache_dir": path, "jax_persistent_cache_min_compile_time_secs": 0.0,
+              "jax_persistent_cache_min_entry_size_bytes": 0}
+  old = {k: getattr(jax.config, k) for k in settings}
+  old_env = {k: os.environ.get(k) for k in ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
+                                            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES")}
+  for k, v in settings.items():
+    jax.config.update(k, v)
+    os.environ[k.upper()] = str(v)
+  compilation_cache.reset_cache()
+  yield path
+  for k, v in old.items():
+    jax.config.update(k, v)
+  for k, v in old_env.items():
+    if v is None:
+      os.environ.pop(k, None)
+    else:
+      os.environ[k] = v
+  compilation_cache.reset_cache()
+
+
 @pytest.fixture(scope="session")
 def mnist_test_dir() -> str:
   """`../shared/data/mnist` (the official MNIST test set in IDX format); JAXAE_MNIST_DIR overrides it."""

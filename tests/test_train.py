@@ -117,6 +117,7 @@ def test_cli_runs_with_overrides_and_resumes(tmp_path):
     (["--config.model.latent_dim=0"], "model.latent_dim=0 must be a positive integer"),
     (["--config.train.batch_size=100000"], "batch_size=100000 is larger than the training set"),
     (["--config.data.source=idx:/nonexistent", "--config.data.split=test"], "no t10k-images"),
+    (["--config.train.steps_per_call=3"], "steps_per_call=3 must divide the 8 steps"),
     (["--config.sweep={\"loss.nope\": [1]}"], "unknown config key 'loss.nope'"),
 ])
 def test_bad_input_is_one_line_error_before_training(tmp_path, args, message):
@@ -124,3 +125,39 @@ def test_bad_input_is_one_line_error_before_training(tmp_path, args, message):
   assert out.returncode == 2
   assert message in out.stderr and "Traceback" not in out.stderr
   assert not os.path.exists(tmp_path / "checkpoints")
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd", "rmsprop"])
+def test_optimizers_match_optax_and_take_per_member_learning_rates(name):
+  import optax
+
+  from jaxae import optim
+
+  config = tiny_config(optimizer__name=name, optimizer__learning_rate=0.1, optimizer__weight_decay=0.01)
+  tx = optim.make_optimizer(config, steps_per_epoch=10)
+  params = {"w": np.array([1.0, -2.0], np.float32)}
+  grads = {"w": np.array([0.5, 0.25], np.float32)}
+  reference = {
+      "adam": optax.chain(optax.add_decayed_weights(0.01), optax.adam(0.1)),
+      "adamw": optax.adamw(0.1, weight_decay=0.01),
+      "sgd": optax.chain(optax.add_decayed_weights(0.01), optax.sgd(0.1, momentum=0.9)),
+      "rmsprop": optax.chain(optax.add_decayed_weights(0.01), optax.rmsprop(0.1, momentum=0.9)),
+  }[name]
+  got, _ = tx.update(grads, tx.init(params), params)
+  want, _ = reference.update(grads, reference.init(params), params)
+  np.testing.assert_allclose(got["w"], want["w"], rtol=1e-6)
+  # A member's own learning rate (a traced value under vmap) scales its update.
+  state = optim.set_hyperparams(tx.init(params), 0.02, 0.01)
+  half, _ = tx.update(grads, state, params)
+  if name != "adamw":
+    np.testing.assert_allclose(half["w"], 0.2 * np.asarray(got["w"]), rtol=1e-5)
+
+
+def test_cosine_schedule_decays_to_zero():
+  from jaxae import optim
+
+  config = tiny_config(optimizer__schedule="cosine", train__epochs=2)
+  multiplier = optim.schedule_multiplier(config, steps_per_epoch=10)
+  assert float(multiplier(0)) == pytest.approx(1.0)
+  assert float(multiplier(10)) == pytest.approx(0.5, abs=1e-6)
+  assert float(multiplier(20)) == pytest.approx(0.0, abs=1e-6)
