@@ -57,3 +57,31 @@ def reconstruct(model, params, images, config, batch_size: int = 1000) -> np.nda
 def member_params(params, i: int):
   """The params of member i of a vmapped pytree."""
   return jax.tree.map(lambda a: a[i], params)
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _posterior(model, params, x):
+  mean, log_var = model.apply(params, data_lib.to_float(x), method=model.encode)
+  return jnp.stack([mean, log_var])
+
+
+def posterior(model, params, images, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+  """(mean, log_variance), each (N, d) float32: the VAE's Gaussian q(z|x) (Kingma & Welling 2014, eq. 9)."""
+  both = np.concatenate([np.asarray(_posterior(model, params, images[i:i + batch_size]))
+                         for i in range(0, len(images), batch_size)], axis=1)
+  return both[0], both[1]
+
+
+def decode_logits(model, params, z, batch_size: int = 1000) -> np.ndarray:
+  """Raw decoder output (N, H, W, C) float32: Bernoulli logits for a model trained with BCE."""
+  return _batched(lambda b: _decode(model, params, jnp.asarray(b), False), z, batch_size)
+
+
+def encoder_jacobian_sq_norm(model, params, images, batch_size: int = 250) -> np.ndarray:
+  """||d z / d x||_F^2 per image (N,) float32, exact (jax.jacrev): Rifai et al. 2011, eq. 2, per example.
+
+  The contractive penalty `losses.contractive_penalty` is the batch mean of this quantity.
+  """
+  enc = jax.jit(lambda x: jax.vmap(lambda xi: losses.contractive_penalty(
+      lambda v: model.apply(params, v, method=model.encode), xi[None]))(x))
+  return _batched(lambda b: enc(data_lib.to_float(b)), images, batch_size)

@@ -1,0 +1,49 @@
+"""Runs every study, one after the other, into `<out>/<study>/` (the models of study 1 are reused).
+
+  python -m experiments.run_all --out=out [--smoke] [--only=vae,pca]
+
+The flags of the full runs reported in experiments/README.md are in FULL below (cut where the CPU cost
+of a model is high: the conv model, the contractive model's exact Jacobian, the beta sweep).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+STUDIES = ("bottleneck", "latent", "denoising", "reconstructions", "vae", "sparse_contractive", "pca", "supervised")
+REUSE = ("latent", "denoising", "reconstructions", "sparse_contractive", "supervised")  # take --runs
+FULL = {
+    "bottleneck": ["--conv_seeds=3", "--conv_inits=flax"],
+    "vae": ["--seeds=2", "--epochs=20"],
+    "sparse_contractive": ["--contractive_epochs=2", "--contractive_seeds=2", "--seeds=2"],
+    "pca": ["--seeds=3"],
+    "supervised": ["--seeds=3", "--ae20_seeds=1"],
+}
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--out", required=True)
+  p.add_argument("--smoke", action="store_true")
+  p.add_argument("--only", default="", help="comma-separated studies (default: all)")
+  p.add_argument("--mnist_dir", default="")
+  args = p.parse_args(argv)
+  todo = args.only.split(",") if args.only else STUDIES
+  runs = os.path.join(args.out, "bottleneck", "runs")
+  for name in todo:
+    cmd = [sys.executable, "-m", f"experiments.{name}", f"--out={os.path.join(args.out, name)}"]
+    cmd += ["--smoke"] if args.smoke else FULL.get(name, [])
+    cmd += [f"--mnist_dir={args.mnist_dir}"] if args.mnist_dir else []
+    cmd += [f"--runs={runs}"] if name in REUSE and os.path.isdir(runs) else []
+    t0 = time.perf_counter()
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+    print(f"== {name}: {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,165 @@
+"""Smoke versions of every study in experiments/: they run end to end and their numbers check out.
+
+Each study is run in-process (`main([...])`) with --smoke. The bottleneck study's runs are shared by
+the studies that analyse its models (--runs). Values are checked against independent computations:
+a second code path, a closed form or a finite difference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import types
+
+import jax
+import numpy as np
+import pytest
+
+import jaxae
+from jaxae import analysis
+from jaxae import data as data_lib
+
+
+def _run(module, out, mnist_dir, *extra):
+  module.main([f"--out={out}", "--smoke", f"--mnist_dir={mnist_dir}", *extra])
+  for name in ("results.md", "results.json"):
+    assert os.path.getsize(os.path.join(out, name)) > 0, name
+  with open(os.path.join(out, "results.json")) as f:
+    return json.load(f)
+
+
+def _test_images(mnist_dir):
+  """The 500 MNIST test images of the smoke studies."""
+  from experiments import common
+  return common.test_split(types.SimpleNamespace(mnist_dir=mnist_dir, smoke=True))
+
+
+def _pngs(out):
+  return sorted(os.path.relpath(os.path.join(d, f), out) for d, _, fs in os.walk(out) for f in fs
+                if f.endswith(".png") and "runs" not in os.path.relpath(d, out).split(os.sep))
+
+
+@pytest.fixture(scope="module")
+def bottleneck(tmp_path_factory, mnist_test_dir):
+  from experiments import bottleneck as study
+  out = str(tmp_path_factory.mktemp("bottleneck"))
+  return out, _run(study, out, mnist_test_dir)
+
+
+def test_bottleneck(bottleneck):
+  out, res = bottleneck
+  keys = {(m["init"], m["key"]) for m in res["models"]}
+  assert keys == {("flax", k) for k in ("vanilla_d2", "vanilla_d32", "denoising_d32", "sparse_d32", "conv_d32")} | {
+      ("pytorch", "vanilla_d32")}
+  assert {f"loss_curves/{i}_{k}.png" for i, k in keys} <= set(_pngs(out))
+  assert os.path.exists(os.path.join(out, "results.csv"))
+  # The training program's held-out MSE equals an independent reconstruction with the loaded params.
+  for m in res["models"][:2]:
+    workdir = os.path.join(out, "runs", m["init"], m["key"])
+    for seed, reported in zip(m["seeds"], m["test_mse"]):
+      run = jaxae.load_run(workdir, seed=seed)
+      held = data_lib.load(run.config.data).eval
+      recon = analysis.reconstruct(run.model, run.params, held.images, run.config)
+      np.testing.assert_allclose(np.mean(np.square(recon - data_lib.to_float(held.images))), reported, rtol=1e-4)
+    assert np.isclose(m["test_mse_mean"], np.mean(m["test_mse"]))
+
+
+def test_latent(bottleneck, tmp_path, mnist_test_dir):
+  from experiments import latent
+  res = _run(latent, tmp_path, mnist_test_dir, f"--runs={bottleneck[0]}/runs")
+  assert {"latent_scatter.png", "latent_grid.png", "latent_interpolation.png", "loss_curves.png"} <= set(_pngs(tmp_path))
+  lat = np.load(tmp_path / "latents_seed0.npz")
+  assert lat["z_test"].shape == (500, 2) and lat["z_train"].shape == (256, 2)
+  # 5-NN accuracy recomputed by brute force in numpy (majority vote, ties to the smallest label).
+  d = np.square(lat["z_test"][:, None] - lat["z_train"][None]).sum(-1)
+  votes = lat["y_train"][np.argsort(d, axis=1)[:, :5]]
+  pred = np.asarray([np.bincount(v, minlength=10).argmax() for v in votes])
+  assert abs(np.mean(pred == lat["y_test"]) - res["per_seed"][0]["knn"]) < 0.01
+  assert all(0.0 <= r["probe"] <= 1.0 for r in res["per_seed"])
+
+
+def test_denoising(bottleneck, tmp_path, mnist_test_dir):
+  from experiments import denoising
+  res = _run(denoising, tmp_path, mnist_test_dir, f"--runs={bottleneck[0]}/runs")
+  assert {"denoising_rows.png", "loss_curves.png"} <= set(_pngs(tmp_path))
+  images = _test_images(mnist_test_dir).images
+  clean = data_lib.to_float(images).astype(np.float64)
+  noisy = denoising.corrupted_test(images).astype(np.float64)
+  assert noisy.min() >= 0 and noisy.max() <= 1 and 0.1 < np.std(noisy - clean) < 0.3  # sigma=0.3 noise, clipped at 0 on the background
+  psnr = np.mean(10 * np.log10(1.0 / np.mean(np.square(noisy - clean), axis=(1, 2, 3))))
+  assert abs(psnr - res["psnr_noisy_input"]) < 1e-3
+  assert len(res["per_seed"]) == 4 and all(np.isfinite(r["psnr_output"]) for r in res["per_seed"])
+
+
+def test_reconstructions(bottleneck, tmp_path, mnist_test_dir):
+  from experiments import reconstructions
+  res = _run(reconstructions, tmp_path, mnist_test_dir, f"--runs={bottleneck[0]}/runs")
+  assert {"reconstructions_flax.png", "reconstructions_pytorch.png"} <= set(_pngs(tmp_path))
+  assert len(res["models"]) == 6
+  labels = _test_images(mnist_test_dir).labels
+  assert sorted(labels[res["test_index"]].tolist()) == list(range(10))  # one digit of each class
+  for m in res["models"].values():
+    assert np.isclose(np.mean(m["mse_per_digit"]), m["mse_mean"]) and 0 < m["mse_mean"] < 1
+
+
+def test_vae(tmp_path, mnist_test_dir):
+  from experiments import vae
+  res = _run(vae, tmp_path, mnist_test_dir)
+  assert {"beta_tradeoff.png", "prior_samples.png", "vae_interpolation.png", "active_units.png",
+          "loss_curves.png"} <= set(_pngs(tmp_path))
+  by_beta = {r["beta"]: r for r in res["betas"]}
+  for r in res["betas"]:
+    for i, ours in enumerate(r["per_seed"]):
+      # Our -ELBO (own posterior sample) and the training program's evaluation agree up to sampling noise.
+      assert abs(ours["neg_elbo"] - r["program_eval"]["neg_elbo"][i]) < 0.02 * ours["neg_elbo"]
+      assert np.isclose(ours["neg_elbo"], ours["recon_nll"] + ours["kl"])
+      assert 0 <= ours["active_units"] <= 32 and ours["kl"] >= 0
+  assert by_beta[8]["kl_mean"] < by_beta[0.5]["kl_mean"]  # a heavier KL weight buys a smaller KL
+
+
+def test_sparse_contractive(bottleneck, tmp_path, mnist_test_dir):
+  from experiments import sparse_contractive
+  res = _run(sparse_contractive, tmp_path, mnist_test_dir, f"--runs={bottleneck[0]}/runs")
+  assert {"activation_histograms.png", "loss_curves/contractive_d32_1ep.png"} <= set(_pngs(tmp_path))
+  assert all(r["l0"] == 8 for r in res["sparsity"]["sparse_topk8_d32"])  # top-k keeps exactly k units
+  assert all(r["l0"] == 32 for r in res["sparsity"]["vanilla_d32"])
+  jac = res["jacobian"]
+  for c, v in zip(jac["contractive"], jac["vanilla"]):
+    assert np.isfinite(c["jacobian_sq_norm"]) and c["jacobian_sq_norm"] < v["jacobian_sq_norm"]
+  # The exact Jacobian norm matches central finite differences (the encoder is piecewise linear).
+  workdir = os.path.join(tmp_path, "runs", "contractive_d32_1ep")
+  run = jaxae.load_run(workdir, seed=jac["contractive"][0]["seed"])
+  x = data_lib.to_float(_test_images(mnist_test_dir).images[:2]).reshape(2, -1).astype(np.float64)
+  eps = 1e-3
+  for i in range(2):
+    bumps = np.concatenate([x[i] + eps * np.eye(784), x[i] - eps * np.eye(784)]).reshape(-1, 28, 28, 1)
+    z = np.asarray(run.model.apply(run.params, jax.numpy.asarray(bumps, jax.numpy.float32), method=run.model.encode),
+                   np.float64)
+    fd = (z[:784] - z[784:]) / (2 * eps)
+    np.testing.assert_allclose(np.sum(fd ** 2), jac["contractive"][0]["first4_per_image"][i], rtol=0.02)
+
+
+def test_pca(tmp_path, mnist_test_dir):
+  from experiments import pca
+  res = _run(pca, tmp_path, mnist_test_dir, "--latent=5")
+  assert {"principal_angles.png", "loss_curves.png"} <= set(_pngs(tmp_path))
+  for r in res["per_seed"]:
+    np.testing.assert_allclose(r["angles_deg_qr"], r["angles_deg_scipy"], atol=1e-3)  # two independent ways
+    assert all(0 <= a <= 90 for a in r["angles_deg_scipy"])
+    np.testing.assert_allclose(r["ae_test_mse"], r["ae_test_mse_program"], rtol=1e-3)
+  # PCA's training error is the discarded variance: sum of the trailing squared singular values / (N D).
+  rng = np.random.default_rng(0)
+  x = rng.random((200, 30))
+  _, _, s = pca.pca_basis(x, 5)
+  assert np.isclose(pca.pca_mse(x, x, 5), np.sum(s[5:] ** 2) / x.size)
+  a = rng.standard_normal((30, 4))
+  assert np.allclose(pca.angles_scipy(a, a @ rng.standard_normal((4, 4))), 0, atol=1e-6)
+
+
+def test_supervised(bottleneck, tmp_path, mnist_test_dir):
+  from experiments import supervised
+  res = _run(supervised, tmp_path, mnist_test_dir, f"--runs={bottleneck[0]}/runs")
+  assert {"tsne_d20.png", "latent_scatter_supervised_d2.png", "loss_curves/supervised_d2.png"} <= set(_pngs(tmp_path))
+  assert all(r["probe"] > 0.2 for r in res["per_seed"]["supervised_d2"])  # chance is 0.1
+  tsne = np.load(tmp_path / "tsne_d20.npz")
+  assert tsne["embedding"].shape == (500, 2) and np.all(np.isfinite(tsne["embedding"]))
