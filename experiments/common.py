@@ -178,7 +178,7 @@ def test_split(args) -> data_lib.Split:
   """
   split = data_lib.idx_dataset(args.mnist_dir, "test")
   if args.smoke:
-    split = split.take(np.random.default_rng(2).permutation(len(split))[:500])
+    split = data_lib.random_subset(split, 500, data_lib.EVAL_SUBSET_SEED)
   return split
 
 

@@ -15,6 +15,7 @@ mid-save leaves no step that `all_steps()` lists; `cleanup_tmp_directories` remo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -188,6 +189,22 @@ class Run:
   workdir: str
 
 
+@contextlib.contextmanager
+def _quiet_read_only():
+  import logging
+
+  class Filter(logging.Filter):
+    def filter(self, record):
+      return not any(s in record.getMessage() for s in ("read only", "read_only=True"))
+
+  logger, f = logging.getLogger("absl"), Filter()
+  logger.addFilter(f)
+  try:
+    yield
+  finally:
+    logger.removeFilter(f)
+
+
 def load_run(workdir: str, seed: int | None = None, setting: int | None = None, step: int | None = None,
              group: str | None = None) -> Run:
   """Loads params of every member (or of one `seed`, optionally of one sweep `setting` index).
@@ -200,7 +217,8 @@ def load_run(workdir: str, seed: int | None = None, setting: int | None = None, 
 
   if group is not None:
     workdir = os.path.join(workdir, "groups", group)
-  mngr = manager(workdir, read_only=True)
+  with _quiet_read_only():  # orbax warns that a read-only manager is read-only, at every call
+    mngr = manager(workdir, read_only=True)
   step = mngr.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f"no complete checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)}")

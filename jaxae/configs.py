@@ -45,6 +45,7 @@ RESUME_SAFE = (
     "train.eval_every",
     "train.steps_per_call",
     "train.unroll",
+    "train.member_loop",
     "train.progress",
     "train.figures",
     "checkpoint.every_epochs",
@@ -113,6 +114,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.batch_size = 128
   c.train.steps_per_call = 0  # 0 = one compiled call per epoch (lax.scan); 1 = Python step loop.
   c.train.unroll = 1
+  c.train.member_loop = "auto"  # 'vmap' | 'map' | 'auto' (map on one CPU device, vmap elsewhere)
   c.train.eval_every = 1
   c.train.eval_batch_size = 1000
   c.train.progress = True
@@ -202,6 +204,7 @@ def validate(config) -> None:
   _choice(config, "noise.kind", NOISES)
   _choice(config, "optimizer.name", OPTIMIZERS)
   _choice(config, "optimizer.schedule", SCHEDULES)
+  _choice(config, "train.member_loop", ("auto", "vmap", "map"))
   for key in ("num_seeds", "model.latent_dim", "train.epochs", "train.batch_size", "train.eval_every",
               "train.eval_batch_size", "train.unroll", "checkpoint.every_epochs", "checkpoint.keep",
               "loss.num_classes", "loss.topk"):

@@ -172,6 +172,14 @@ def check_images(split: Split, name: str) -> None:
       raise DataError(f"{name} images take values in [{lo:g}, {hi:g}], expected uint8 or floats in [0, 1]")
 
 
+TRAIN_SUBSET_SEED, EVAL_SUBSET_SEED = 1, 2
+
+
+def random_subset(split: Split, n: int, seed: int) -> Split:
+  """The first n of a fixed permutation (seed): how `max_train` / `max_eval` pick their images."""
+  return split.take(np.random.default_rng(seed).permutation(len(split))[:n])
+
+
 def load(data_config) -> Data:
   """Training and held-out splits for `config.data`.
 
@@ -194,9 +202,9 @@ def load(data_config) -> Data:
     train, held = train.take(train_idx), train.take(held_idx)
     eval_name = f"{data_config.source} (held-out {data_config.holdout_fraction:.0%})"
   if data_config.max_train:
-    train = train.take(np.random.default_rng(1).permutation(len(train))[:data_config.max_train])
+    train = random_subset(train, data_config.max_train, TRAIN_SUBSET_SEED)
   if data_config.max_eval:
-    held = held.take(np.random.default_rng(2).permutation(len(held))[:data_config.max_eval])
+    held = random_subset(held, data_config.max_eval, EVAL_SUBSET_SEED)
   return Data(train, held, eval_name)
 
 

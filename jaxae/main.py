@@ -30,6 +30,9 @@ def main(argv) -> int:
   from absl import logging
 
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  from jaxae import distributed
+
+  distributed.maybe_initialize()  # a multi-host job (Slurm, TPU pod, JAXAE_COORDINATOR): before any device use
   from jaxae import run as run_lib  # Imported after flag parsing: `--help` stays fast.
 
   try:

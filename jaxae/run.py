@@ -125,10 +125,11 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
 
   image_shape = data.train.images.shape[1:]
   model = models.make_model(config, image_shape)
-  program = train.make_program(config, model, image_shape, len(data.train))
   seeds = [m["seed"] for m in members]
   hparams = sweep.member_hparams(group)
   mesh = sharding.member_mesh(len(members))
+  program = train.make_program(config, model, image_shape, len(data.train),
+                               train.resolve_member_loop(config, mesh.size))
   x, y = sharding.replicate((data.train.images, data.train.labels), mesh)
   xe, ye = sharding.replicate((data.eval.images, data.eval.labels), mesh)
 

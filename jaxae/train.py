@@ -1,4 +1,4 @@
-"""Training: a TrainState with a leading member axis and one jit-compiled, vmapped train step.
+"""Training: a TrainState with a leading member axis and one jit-compiled train step over all members.
 
 Members are (hyperparameter setting, seed) pairs (sweep.py). Everything random is a pure function of
 the member's seed key, the epoch and the step, so a member trained inside a vmapped program gives the
@@ -72,8 +72,26 @@ class Program:
   chunk: int = flax.struct.field(pytree_node=False)
 
 
-def make_program(config, model, image_shape, num_train: int) -> Program:
-  """Builds init / epoch_order / train_chunk / evaluate for a config; each vmapped over members.
+def resolve_member_loop(config, num_devices: int = 1) -> str:
+  """'vmap' or 'map': how one compiled program steps its members (`train.member_loop`).
+
+  'auto' picks 'map' (`lax.map`, members one after another inside the program) on a single CPU
+  device, where XLA:CPU runs vmap's batched matmuls and grouped convolutions 2-3x slower than the
+  same work unbatched (benchmarks/RESULTS.md); and 'vmap' on accelerators and on a device mesh,
+  where batching members is what fills the device and the member axis is sharded.
+  """
+  loop = config.train.member_loop
+  if loop == "auto":
+    return "map" if jax.default_backend() == "cpu" and num_devices == 1 else "vmap"
+  return loop
+
+
+def make_program(config, model, image_shape, num_train: int, member_loop: str = "vmap") -> Program:
+  """Builds init / epoch_order / train_chunk / evaluate for a config, over a leading member axis.
+
+  member_loop ('vmap' | 'map', see resolve_member_loop) decides how train_chunk and evaluate step
+  through members; both compute each member exactly as if it were trained alone (up to float
+  rounding), in one compiled program.
 
   `train_chunk` runs `chunk` consecutive steps: with train.steps_per_call=0 the whole epoch is one
   `lax.scan` (one dispatch per epoch); with 1 it is a single step called from a Python loop (faster
@@ -133,11 +151,19 @@ def make_program(config, model, image_shape, num_train: int) -> Program:
       total = jax.tree.map(lambda t, m: t + m * rest, total, last)
     return jax.tree.map(lambda t: t / n, total)
 
+  if member_loop == "map":
+    chunk_all = lambda s, x, y, o, off: jax.lax.map(lambda so: chunk_member(so[0], x, y, so[1], off), (s, o))
+    eval_all = lambda s, x, y: jax.lax.map(lambda si: eval_member(si, x, y), s)
+  elif member_loop == "vmap":
+    chunk_all = jax.vmap(chunk_member, in_axes=(0, None, None, 0, None))
+    eval_all = jax.vmap(eval_member, in_axes=(0, None, None))
+  else:
+    raise ValueError(f"member_loop={member_loop!r} must be 'vmap' or 'map'")
   return Program(
       init=jax.jit(jax.vmap(init_member)),
       epoch_order=jax.jit(jax.vmap(order_member, in_axes=(0, None))),
-      train_chunk=jax.jit(jax.vmap(chunk_member, in_axes=(0, None, None, 0, None)), donate_argnums=0),
-      evaluate=jax.jit(jax.vmap(eval_member, in_axes=(0, None, None))),
+      train_chunk=jax.jit(chunk_all, donate_argnums=0),
+      evaluate=jax.jit(eval_all),
       steps_per_epoch=spe,
       chunk=chunk,
   )

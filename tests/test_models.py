@@ -64,3 +64,21 @@ def test_conv_backbone_rejects_images_it_cannot_downsample():
   with pytest.raises(ValueError, match="multiples of 4"):
     models.make_model(tiny_config(model__backbone="conv"), (30, 30, 1))
   models.make_model(tiny_config(model__backbone="mlp"), (30, 30, 1))  # the MLP takes any size
+
+
+@pytest.mark.parametrize("upsample", ["transpose", "resize", "depth_to_space"])
+def test_patch_convolutions_equal_flax_convolutions(upsample):
+  """conv_impl='patches' (matmuls, fast on XLA:CPU) against flax nn.Conv / nn.ConvTranspose: same params,
+  outputs and gradients."""
+  x = jax.random.uniform(jax.random.key(0), (3, 28, 28, 1))
+  kw = dict(backbone="conv", latent_dim=4, conv_channels=(4, 8), upsample=upsample, init_scheme="pytorch")
+  ref, new = models.Autoencoder(conv_impl="xla", **kw), models.Autoencoder(conv_impl="patches", **kw)
+  params = ref.init(jax.random.key(1), x)
+  same = new.init(jax.random.key(1), x)
+  assert jax.tree.structure(params) == jax.tree.structure(same)
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(same)):
+    np.testing.assert_array_equal(a, b)
+  loss = lambda m, p: jnp.mean(jnp.square(jax.nn.sigmoid(m.apply(p, x)) - x))
+  np.testing.assert_allclose(new.apply(params, x), ref.apply(params, x), atol=2e-5)
+  for a, b in zip(jax.tree.leaves(jax.grad(loss, 1)(new, params)), jax.tree.leaves(jax.grad(loss, 1)(ref, params))):
+    np.testing.assert_allclose(a, b, atol=2e-5)

@@ -16,11 +16,11 @@ from jaxae.run import train_and_evaluate
 from conftest import ROOT, tiny_config
 
 
-def _train(config, seeds, epochs=2):
+def _train(config, seeds, epochs=2, member_loop="vmap"):
   """Trains members with these seeds for `epochs` through the real program; returns params and epoch metrics."""
   d = data_lib.load(config.data)
   shape = d.train.images.shape[1:]
-  program = train.make_program(config, models.make_model(config, shape), shape, len(d.train))
+  program = train.make_program(config, models.make_model(config, shape), shape, len(d.train), member_loop)
   group = sweep.Group("", config, ({},))
   hp = {k: np.full(len(seeds), v[0], np.float32) for k, v in sweep.member_hparams(group).items()}
   state = train.init_state(program, seeds, hp)
@@ -43,6 +43,16 @@ def test_member_of_vmapped_run_equals_seed_trained_alone(variant):
   np.testing.assert_allclose(hist[1], hist_alone[0], rtol=1e-5)
   # ...and different seeds really are different runs (own init, data order and noise).
   assert not np.allclose(hist[0], hist[1])
+
+
+@pytest.mark.parametrize("variant", ["vanilla", "conv"])
+def test_member_loop_map_equals_vmap(variant):
+  config = tiny_config(variant)
+  mapped, hist_map = _train(config, [0, 1], epochs=1, member_loop="map")
+  vmapped, hist_vmap = _train(config, [0, 1], epochs=1, member_loop="vmap")
+  for a, b in zip(jax.tree.leaves(mapped), jax.tree.leaves(vmapped)):
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+  np.testing.assert_allclose(hist_map, hist_vmap, rtol=1e-5)
 
 
 def test_steps_per_call_does_not_change_results():

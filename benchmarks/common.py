@@ -1,0 +1,135 @@
+"""Shared pieces of the benchmarks: machine facts, the matmul peak, configs, AOT-compiled programs, timing."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import importlib
+import os
+import platform
+import subprocess
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxae import models, sweep, train
+from jaxae import data as data_lib
+
+NUM_TRAIN = 5000  # the reference protocol: all 5,000 embedded MNIST images, batch 128 -> 39 steps/epoch
+
+
+def machine() -> dict[str, str]:
+  """CPU model, core count, versions, date and load average (other processes distort every number)."""
+  model = platform.processor() or "?"
+  try:
+    for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
+      if line.startswith("Model name:"):
+        model = line.split(":", 1)[1].strip()
+  except (OSError, subprocess.CalledProcessError):
+    pass
+  info = {"cpu": model, "cores": str(os.cpu_count()), "jax": jax.__version__,
+          "backend": f"{jax.default_backend()} x{jax.device_count()}",
+          "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+          "load average (1 min) at start": f"{os.getloadavg()[0]:.2f}"}
+  try:
+    import torch
+
+    info["torch"] = torch.__version__
+  except ImportError:
+    info["torch"] = "not installed"
+  return info
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
+  """Median wall seconds of `fn()` (blocked until ready) over `repeats` calls after one warm-up call."""
+  jax.block_until_ready(fn())
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - t)
+  return float(np.median(times))
+
+
+def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
+  """Measured dense f32 matmul FLOP/s: median of `repeats` (n x n) @ (n x n) products, 2 n^3 FLOPs each."""
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+  f = jax.jit(jnp.dot).lower(a, b).compile()
+  return 2 * n**3 / median_seconds(lambda: f(a, b), repeats)
+
+
+def load_config(variant: str, **overrides):
+  """configs/<variant>.py's config with dotted-key overrides ({'train.steps_per_call': 1})."""
+  config = importlib.import_module(f"configs.{variant}").get_config()
+  for key, value in overrides.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+def protocol_data() -> tuple[jax.Array, jax.Array]:
+  """The 5,000 embedded MNIST images (uint8 (N, 28, 28, 1)) and labels (int32 (N,)) on the device."""
+  split = data_lib.embedded_mnist()
+  return jnp.asarray(split.images[:NUM_TRAIN]), jnp.asarray(split.labels[:NUM_TRAIN])
+
+
+@dataclasses.dataclass
+class Compiled:
+  """A config's real train program (train.make_program), its state and its AOT-compiled chunk."""
+
+  config: Any
+  model: Any
+  program: train.Program
+  state: train.TrainState
+  order: jax.Array  # (M, steps, B) int32 batch indices of epoch 0
+  chunk_fn: Any  # jax.stages.Compiled of program.train_chunk
+  compile_s: float  # lower + compile of train_chunk, seconds
+
+
+def compile_program(config, x, y, model_overrides: dict | None = None) -> Compiled:
+  """Builds the program exactly as run.py does and AOT-compiles its train chunk (timed on its own)."""
+  group = sweep.groups(config)[0]
+  model = models.make_model(config, x.shape[1:])
+  if model_overrides:
+    model = model.clone(**model_overrides)
+  program = train.make_program(config, model, x.shape[1:], x.shape[0], train.resolve_member_loop(config, 1))
+  state = train.init_state(program, group.seeds, sweep.member_hparams(group))
+  order = program.epoch_order(state, 0)
+  t = time.perf_counter()
+  chunk_fn = program.train_chunk.lower(state, x, y, order, 0).compile()
+  return Compiled(config, model, program, state, order, chunk_fn, time.perf_counter() - t)
+
+
+def step_flops(compiled) -> float:
+  """FLOPs that XLA's cost analysis counts for a compiled (unscanned) computation."""
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0]
+  return float(cost.get("flops", float("nan")))
+
+
+def time_window(c: Compiled, x, y, steps: int, repeats: int) -> float:
+  """Median seconds of `steps` training steps (whole chunks) after one warm-up chunk; scales nothing.
+
+  The state advances through the run, as in training (chunks donate their input state).
+  """
+  chunk = c.program.chunk
+  if steps % chunk:
+    raise ValueError(f"a window of {steps} steps is not a whole number of {chunk}-step chunks")
+  state = jax.block_until_ready(c.chunk_fn(c.state, x, y, c.order, 0))
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    for off in range(0, steps, chunk):
+      state = c.chunk_fn(state, x, y, c.order, off % c.program.steps_per_epoch)
+    jax.block_until_ready(state)
+    times.append(time.perf_counter() - t)
+  c.state = state
+  return float(np.median(times))
