@@ -49,12 +49,11 @@ def bench_variant(variant: str, seeds: list[int], x, y, repeats: int, quick: boo
       overrides["train.steps_per_call"] = window
     config = common.load_config(variant, **overrides)
     c = common.compile_program(config, x, y)
-    if c.program.chunk == 1:
-      flops = common.step_flops(c.chunk_fn)
-    else:  # XLA counts a scan body once: take the single step's count
-      one = common.compile_program(common.load_config(variant, **{**overrides, "train.steps_per_call": 1}), x, y)
-      flops = common.step_flops(one.chunk_fn)
-      del one
+    # XLA counts a loop body once (a lax.scan over steps, and the lax.map over members of
+    # train.member_loop='map'): count one member's unscanned step and multiply by S.
+    one = common.compile_program(common.load_config(variant, **{**overrides, "num_seeds": 1, "train.steps_per_call": 1}), x, y)
+    flops = s * common.step_flops(one.chunk_fn)
+    del one
     t = common.time_window(c, x, y, window, repeats)
     rows.append(dict(variant=variant, seeds=s, compile_s=c.compile_s, epoch_s=t * spe / window, flops_step=flops,
                      steps_per_call=config.train.steps_per_call, upsample=config.model.upsample,
@@ -182,7 +181,7 @@ def startup(config_file: str = "configs/vanilla.py", cache_dir: str = "") -> dic
 
 
 def csv_parse_seconds() -> dict[str, float]:
-  """The embedded CSV: np.loadtxt (what data.py does) vs gunzip alone vs np.fromstring of the same bytes."""
+  """The embedded CSV: np.loadtxt vs gunzip alone vs np.fromstring of the same bytes (what data.py does)."""
   import gzip
   import importlib.resources
 
@@ -258,7 +257,7 @@ def write_table(path: str | None, info: dict, peak: float, rows: list[dict], tor
       if k != "steps in first chunk":
         lines.append(f"| {k} | " + " | ".join(f"{boot[n][k]:.2f}" for n in names) + " |")
   if csv:
-    lines += ["", "Parsing the embedded CSV (jaxae/data.py uses np.loadtxt):", "", "| method | s |", "|---|---|"]
+    lines += ["", "Parsing the embedded CSV (jaxae/data.py uses gunzip + np.fromstring):", "", "| method | s |", "|---|---|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in csv.items()]
   text = "\n".join(lines) + "\n"
   if path:

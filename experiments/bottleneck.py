@@ -58,11 +58,8 @@ def runs(args, key: str, init: str, seeds: int | None = None) -> list[tuple[str,
   workdir = os.path.join(root, init, key)
   if getattr(args, "runs", "") and not seeds:  # reuse every seed that study 1 trained, whatever --seeds says
     saved = os.path.join(workdir, "config.json")
-    config.num_seeds = (common.read_config(saved).num_seeds if os.path.exists(saved) else
-                        len([d for d in os.listdir(workdir) if d.startswith("seed")]))
-  separate = config.model.backbone == "conv" and not args.smoke  # vmapped convs are slow on XLA:CPU
-  return common.train_seeds(config, workdir, separate=separate,
-                            reuse_only=bool(getattr(args, "runs", "")))
+    config.num_seeds = common.read_config(saved).num_seeds if os.path.exists(saved) else config.num_seeds
+  return common.train_seeds(config, workdir, reuse_only=bool(getattr(args, "runs", "")))
 
 
 def main(argv=None):

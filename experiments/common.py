@@ -107,22 +107,10 @@ def ensure_trained(config, workdir: str, reuse_only: bool = False) -> dict:
   return summary
 
 
-def train_seeds(config, workdir: str, separate: bool = False, reuse_only: bool = False) -> list[tuple[str, int]]:
-  """Trains every seed of `config`; returns [(workdir, seed)] of its members (setting 0).
-
-  separate=True trains each seed as its own one-member run in `workdir/seed<k>`: vmapping convolutions
-  over members is ~10x slower than running them one after the other on XLA:CPU (see README).
-  """
-  seeds = [config.seed + i for i in range(config.num_seeds)]
-  if not separate:
-    ensure_trained(config, workdir, reuse_only)
-    return [(workdir, s) for s in seeds]
-  pairs = []
-  for s in seeds:
-    c = configs.with_values(config, {"seed": s, "num_seeds": 1})
-    ensure_trained(c, os.path.join(workdir, f"seed{s}"), reuse_only)
-    pairs.append((os.path.join(workdir, f"seed{s}"), s))
-  return pairs
+def train_seeds(config, workdir: str, reuse_only: bool = False) -> list[tuple[str, int]]:
+  """Trains every seed of `config` in one pass; returns [(workdir, seed)] of its members (setting 0)."""
+  ensure_trained(config, workdir, reuse_only)
+  return [(workdir, config.seed + i) for i in range(config.num_seeds)]
 
 
 def read_config(path: str):
@@ -147,21 +135,10 @@ def member_values(pairs, split: str, metric: str, setting: int = 0) -> np.ndarra
 
 
 def merged_records(pairs) -> tuple[list[dict], list[dict]]:
-  """(records, members) of one run, or of one-member runs (train_seeds(separate=True)) stacked as members."""
-  workdirs = list(dict.fromkeys(w for w, _ in pairs))
-  if len(workdirs) == 1:
-    with open(os.path.join(workdirs[0], "members.json")) as f:
-      return report.read_records(workdirs[0]), json.load(f)
-  runs = [report.read_records(w) for w in workdirs]
-  records = []
-  for epoch_records in zip(*runs):
-    rec = {"epoch": epoch_records[0]["epoch"]}
-    for split in ("train", "eval"):
-      if all(split in r for r in epoch_records):
-        rec[split] = {k: sum((list(r[split][k]) for r in epoch_records), []) for k in epoch_records[0][split]}
-    records.append(rec)
-  members = [{"setting_index": 0, "setting": {}, "seed": s} for _, s in pairs]
-  return records, members
+  """(records, members) of the run that `pairs` (from train_seeds) come from."""
+  workdir = pairs[0][0]
+  with open(os.path.join(workdir, "members.json")) as f:
+    return report.read_records(workdir), json.load(f)
 
 
 def loss_curves(pairs, path: str, title: str, metric: str = "loss") -> str:

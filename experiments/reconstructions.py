@@ -29,8 +29,7 @@ def main(argv=None):
     for key in [k for i, k in bottleneck.models(args) if i == init]:
       if args.runs and not os.path.isdir(os.path.join(root, init, key)):
         continue  # e.g. the conv model trained with the flax init only
-      one = 1 if key == "conv_d32" and not args.smoke else None  # conv seeds are separate runs: take seed 0
-      workdir, seed = bottleneck.runs(args, key, init, one)[0]
+      workdir, seed = bottleneck.runs(args, key, init)[0]
       run = jaxae.load_run(workdir, seed=seed)
       recon = analysis.reconstruct(run.model, run.params, digits, run.config)
       err = np.mean(np.square(recon - digits), axis=(1, 2, 3))

@@ -17,7 +17,7 @@ import time
 STUDIES = ("bottleneck", "latent", "denoising", "reconstructions", "vae", "sparse_contractive", "pca", "supervised")
 REUSE = ("latent", "denoising", "reconstructions", "sparse_contractive", "supervised")  # take --runs
 FULL = {
-    "bottleneck": ["--conv_seeds=3", "--conv_inits=flax"],
+    "bottleneck": [],
     "vae": ["--seeds=2", "--epochs=20"],
     "sparse_contractive": ["--contractive_epochs=2", "--contractive_seeds=2", "--seeds=2"],
     "pca": ["--seeds=3"],
