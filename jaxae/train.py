@@ -94,8 +94,8 @@ def make_program(config, model, image_shape, num_train: int, member_loop: str = 
   rounding), in one compiled program.
 
   `train_chunk` runs `chunk` consecutive steps: with train.steps_per_call=0 the whole epoch is one
-  `lax.scan` (one dispatch per epoch); with 1 it is a single step called from a Python loop (faster
-  for convolutions on XLA:CPU, see benchmarks/). Any other value scans that many steps per call.
+  `lax.scan` (one dispatch per epoch); with 1 it is a single step called from a Python loop (a stop
+  signal is then honoured after any step). Any other value scans that many steps per call.
   """
   spe = steps_per_epoch(num_train, config.train.batch_size)
   chunk = steps_per_call(config, num_train)
