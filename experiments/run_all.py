@@ -14,13 +14,15 @@ import subprocess
 import sys
 import time
 
-STUDIES = ("bottleneck", "latent", "denoising", "reconstructions", "vae", "sparse_contractive", "pca", "supervised")
+STUDIES = ("bottleneck", "latent", "denoising", "reconstructions", "vae", "sparse_contractive", "pca", "supervised",
+           "sparse_sweep")
 REUSE = ("latent", "denoising", "reconstructions", "sparse_contractive", "supervised")  # take --runs
 FULL = {
     "bottleneck": [],
     "vae": ["--seeds=2", "--epochs=20"],
     "sparse_contractive": ["--contractive_epochs=2", "--contractive_seeds=2", "--seeds=2"],
     "pca": ["--seeds=3"],
+    "sparse_sweep": ["--seeds=3"],
     "supervised": ["--seeds=3", "--ae20_seeds=1"],
 }
 

@@ -163,3 +163,16 @@ def test_supervised(bottleneck, tmp_path, mnist_test_dir):
   assert all(r["probe"] > 0.2 for r in res["per_seed"]["supervised_d2"])  # chance is 0.1
   tsne = np.load(tmp_path / "tsne_d20.npz")
   assert tsne["embedding"].shape == (500, 2) and np.all(np.isfinite(tsne["embedding"]))
+
+
+def test_sparse_sweep(tmp_path, mnist_test_dir):
+  from experiments import sparse_sweep
+  res = _run(sparse_sweep, tmp_path, mnist_test_dir)
+  assert {"l0_frontier.png", "loss_curves.png"} <= set(_pngs(tmp_path))
+  none, heavy = res["weights"]
+  assert none["weight"] == 0.0 and heavy["weight"] == 0.1
+  assert heavy["mean_abs_mean"] < none["mean_abs_mean"]  # the L1 weight shrinks the code
+  # Our test MSE (numpy, from loaded params) equals the training program's held-out recon_mse.
+  summary = json.load(open(os.path.join(tmp_path, "runs", "sparse_l1_sweep", "summary.json")))
+  for entry, r in zip(summary["settings"], res["weights"]):
+    np.testing.assert_allclose([s["recon_mse"] for s in r["per_seed"]], entry["eval"]["recon_mse"]["per_seed"], rtol=1e-4)
