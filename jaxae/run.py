@@ -240,6 +240,11 @@ def train_and_evaluate(config, workdir: str, fresh: bool = False, on_corrupt: st
   {"groups": {name: summary}}; after SIGINT/SIGTERM it is {"interrupted": ..., "step", "epoch"}.
   """
   configs.validate(config)
+  if jax.process_count() > 1:
+    # The seed mesh spans hosts once joined, but the host-side loop (step and metric reads, file writes)
+    # is single-process: fail before writing anything rather than race on the workdir.
+    raise ValueError(f"this is process {jax.process_index()} of {jax.process_count()}: multi-host training is not "
+                     "supported yet; run one jaxae process per host with its own --workdir (and its own seeds)")
   groups = sweep.groups(config)
   data = data_lib.load(config.data)
   for g in groups:
