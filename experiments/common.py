@@ -171,11 +171,8 @@ def fmt(mean: float, std: float, digits: int = 4) -> str:
 
 
 def mean_std(values) -> tuple[float, float]:
-  v = np.asarray(values, np.float64)
-  v = v[np.isfinite(v)]
-  if not v.size:
-    return float("nan"), float("nan")
-  return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+  """Mean and sample std (ddof=1) of the finite values: the same statistic as summary.json's."""
+  return report.mean_std(np.ravel(np.asarray(values, np.float64)))
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
