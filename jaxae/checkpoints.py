@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxae import configs
+from jaxae import configs, sharding
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -59,7 +59,7 @@ def _state_item(state) -> dict:
 
 def save(mngr: ocp.CheckpointManager, state, meta: dict) -> None:
   """Starts an asynchronous save of `state` at its global step (call mngr.wait_until_finished())."""
-  step = int(jax.device_get(state.step[0]))
+  step = int(sharding.first_local(state.step))
   mngr.save(step, force=True, args=ocp.args.Composite(
       params=ocp.args.StandardSave(state.params),
       state=ocp.args.StandardSave(_state_item(state)),

@@ -1,8 +1,9 @@
 """Multi-host start-up: `maybe_initialize()` joins a multi-process JAX job when the environment describes one.
 
 Members never communicate, so several hosts simply extend the member mesh (sharding.py): every process
-runs the same program, `jax.devices()` then lists all hosts' devices, and each host computes its own
-members. Call `maybe_initialize()` once, before anything touches a device.
+runs the same command on the same (shared) workdir, `jax.devices()` then lists all hosts' devices, and
+each host trains its own members and writes its own shards of each checkpoint; process 0 writes the
+workdir's other files (run.py). Call `maybe_initialize()` once, before anything touches a device.
 
 Recognized environments (checked in this order):
   JAXAE_COORDINATOR=host:port   explicit; with JAXAE_NUM_PROCESSES and JAXAE_PROCESS_ID (and optionally

@@ -55,21 +55,27 @@ def main(argv) -> int:
   except (configs.ConfigError, data_lib.DataError, checkpoints.CheckpointError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  import jax
+
+  quiet = jax.process_index() != 0  # a multi-host job reports once, from process 0
   if "interrupted" in summary:
     import shlex
 
     resume = [a for a in sys.argv[1:] if a not in ("--fresh", "--fresh=true", "--fresh=True")]  # would wipe it
-    print(f"to resume: {shlex.join([sys.executable, '-m', 'jaxae.main', *resume])}")
+    if not quiet:
+      print(f"to resume: {shlex.join([sys.executable, '-m', 'jaxae.main', *resume])}")
     return 128 + int(getattr(signal, summary["interrupted"]))
   summaries = summary["groups"].values() if "groups" in summary else [summary]
   from jaxae import report
 
   for s in summaries:
-    print(report.format_table(s))
+    if not quiet:
+      print(report.format_table(s))
   if all(len(e["healthy_seeds"]) == 0 for s in summaries for e in s["settings"]):
     print("error: every member diverged", file=sys.stderr)
     return 1
-  print(f"wrote {_WORKDIR.value}/summary.json, metrics.jsonl, figures/ and checkpoints/")
+  if not quiet:
+    print(f"wrote {_WORKDIR.value}/summary.json, metrics.jsonl, figures/ and checkpoints/")
   return 0
 
 

@@ -38,11 +38,15 @@ def _nan_to_none(v):
   return None if (v is None or not math.isfinite(v)) else v
 
 
-def append_record(workdir: str, record: dict) -> dict:
-  """Appends one epoch record (NaN/Inf written as null, so the file stays strict JSON); returns it as JSON data."""
+def append_record(workdir: str, record: dict, write: bool = True) -> dict:
+  """Appends one epoch record (NaN/Inf written as null, so the file stays strict JSON); returns it as JSON data.
+
+  write=False only converts (processes other than 0 of a multi-host job keep the records in memory).
+  """
   record = _to_json(record)
-  with open(os.path.join(workdir, METRICS), "a") as f:
-    f.write(json.dumps(record, allow_nan=False) + "\n")
+  if write:
+    with open(os.path.join(workdir, METRICS), "a") as f:
+      f.write(json.dumps(record, allow_nan=False) + "\n")
   return record
 
 
@@ -62,9 +66,14 @@ def read_records(workdir: str) -> list[dict]:
   return records
 
 
-def truncate_records(workdir: str, last_epoch: int) -> list[dict]:
-  """Keeps records of epochs <= last_epoch (those the restored checkpoint has seen); returns them."""
+def truncate_records(workdir: str, last_epoch: int, write: bool = True) -> list[dict]:
+  """Keeps records of epochs <= last_epoch (those the restored checkpoint has seen); returns them.
+
+  write=False returns them without rewriting the file.
+  """
   records = [r for r in read_records(workdir) if r["epoch"] <= last_epoch]
+  if not write:
+    return records
   path = os.path.join(workdir, METRICS)
   tmp = path + ".tmp"
   with open(tmp, "w") as f:

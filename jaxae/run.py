@@ -37,7 +37,8 @@ WRITTEN = ("config.json", "members.json", report.METRICS, report.SUMMARY, checkp
 
 
 def _say(msg: str) -> None:
-  tqdm.write(msg, file=sys.stdout)
+  if sharding.is_primary():  # one voice per job, not one per host
+    tqdm.write(msg, file=sys.stdout)
 
 
 class _StopFlag:
@@ -47,7 +48,14 @@ class _StopFlag:
     self.signal = None
 
   def __call__(self) -> bool:
-    return self.signal is not None
+    # Every process must stop at the same chunk (they step in lockstep), so a signal to any host stops all;
+    # every process calls this the same number of times (it is a collective across hosts).
+    # Answer with the collective's result, never a re-read of self.signal: a signal landing just after
+    # the gather would otherwise make this process stop one chunk before the others.
+    stopping = sharding.any_process(self.signal is not None)
+    if stopping and self.signal is None:
+      self.signal = signal.SIGTERM  # another process was told to stop
+    return stopping
 
   @contextlib.contextmanager
   def installed(self):
@@ -109,6 +117,7 @@ def _restore(mngr, abstract, on_corrupt: str, workdir: str):
 def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrupt: str = "fail") -> dict:
   """Trains every member of one compiled group; returns the summary dict (see report.summarize)."""
   config = group.config
+  primary = sharding.is_primary()  # with several processes only process 0 writes the workdir's files
   os.makedirs(workdir, exist_ok=True)
   members = _members(group)
   flat = configs.flatten(config)
@@ -117,11 +126,13 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
   saved = checkpoints.saved_config(mngr, config_path)
   if saved is not None:
     checkpoints.check_compatible(saved, flat, workdir)
-  with open(config_path + ".tmp", "w") as f:  # atomic: a kill never leaves a cut-short config.json
-    f.write(config.to_json(indent=1))
-  os.replace(config_path + ".tmp", config_path)
-  with open(os.path.join(workdir, "members.json"), "w") as f:
-    json.dump(members, f, indent=1)
+  sharding.barrier("jaxae_config_checked")  # every process has read the old config before it is replaced
+  if primary:
+    with open(config_path + ".tmp", "w") as f:  # atomic: a kill never leaves a cut-short config.json
+      f.write(config.to_json(indent=1))
+    os.replace(config_path + ".tmp", config_path)
+    with open(os.path.join(workdir, "members.json"), "w") as f:
+      json.dump(members, f, indent=1)
 
   image_shape = data.train.images.shape[1:]
   model = models.make_model(config, image_shape)
@@ -136,14 +147,14 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
   abstract = sharding.abstract_members(train.abstract_state(program, seeds, hparams), mesh)
   restored = _restore(mngr, abstract, on_corrupt, workdir)
   if restored is None:
-    state = sharding.shard_members(train.init_state(program, seeds, hparams), mesh)
-    records, diverged = report.truncate_records(workdir, 0), {}
+    state = train.init_state(program, seeds, hparams, sharding.members_sharding(mesh))
+    records, diverged = report.truncate_records(workdir, 0, write=primary), {}
   else:
     state, meta = restored
-    records = report.truncate_records(workdir, meta["epoch"])
+    records = report.truncate_records(workdir, meta["epoch"], write=primary)
     diverged = {int(k): v for k, v in meta["diverged"].items()}
-    _say(f"resuming {workdir} from step {int(state.step[0])} (epoch {meta['epoch']})")
-    offset = int(state.step[0]) % program.steps_per_epoch
+    _say(f"resuming {workdir} from step {train.global_step(state)} (epoch {meta['epoch']})")
+    offset = train.global_step(state) % program.steps_per_epoch
     if offset % program.chunk:
       raise checkpoints.CheckpointError(
           f"the checkpoint stopped {offset} steps into an epoch; train.steps_per_call={config.train.steps_per_call} "
@@ -151,19 +162,20 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
 
   spe = program.steps_per_epoch
   epochs = config.train.epochs
-  epoch = int(jax.device_get(state.step[0])) // spe
+  epoch = train.global_step(state) // spe
   num = len(members)
   who = lambda i: f"seed {members[i]['seed']}" + (f" ({members[i]['setting']})" if members[i]["setting"] else "")
 
   def meta() -> dict:
-    return {"epoch": epoch, "step": int(jax.device_get(state.step[0])), "members": members,
+    return {"epoch": epoch, "step": train.global_step(state), "members": members,
             "diverged": {str(k): v for k, v in diverged.items()}, "image_shape": list(image_shape),
             "config": config.to_dict(), "eval_data": data.eval_name}
 
   stop = _StopFlag()
   interrupted = None
   bar = tqdm(total=epochs, initial=min(epoch, epochs), desc=os.path.basename(os.path.normpath(workdir)) or "train",
-             unit="epoch", disable=not (config.train.progress and sys.stderr.isatty()), file=sys.stderr, leave=False)
+             unit="epoch", disable=not (config.train.progress and primary and sys.stderr.isatty()), file=sys.stderr,
+             leave=False)
   with stop.installed():
     while epoch < epochs:
       t0 = time.perf_counter()
@@ -180,39 +192,43 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
       record: dict[str, Any] = {"epoch": epoch, "step": epoch * spe}
       record["train"] = {k: v for k, v in train_means.items() if v.ndim == 1}
       if epoch % config.train.eval_every == 0 or epoch == epochs:
-        evals = jax.device_get(program.evaluate(state, xe, ye))
+        evals = sharding.to_host(program.evaluate(state, xe, ye))
         record["eval"] = {k: np.asarray(v) for k, v in evals.items() if np.ndim(v) == 1}
       record["seconds"] = time.perf_counter() - t0
-      records.append(report.append_record(workdir, record))
+      records.append(report.append_record(workdir, record, write=primary))
       healthy = np.asarray([i not in diverged for i in range(num)])
       _say(report.progress_line(epoch, epochs, record["train"], record.get("eval"), healthy, record["seconds"]))
       bar.update(1)
-      if epoch % config.checkpoint.every_epochs == 0 or epoch == epochs or stop() or mngr.reached_preemption(epoch * spe):
-        checkpoints.save(mngr, state, meta())
-      if stop() or mngr.reached_preemption(epoch * spe):
+      stopping = stop() or mngr.reached_preemption(epoch * spe)
+      if epoch % config.checkpoint.every_epochs == 0 or epoch == epochs or stopping:
+        checkpoints.save(mngr, state, meta())  # every process writes its own members' shards
+      if stopping:
         interrupted = stop.signal or signal.SIGTERM
         break
-    if interrupted is not None and int(jax.device_get(state.step[0])) not in mngr.all_steps():
+    if interrupted is not None and train.global_step(state) not in mngr.all_steps():
       checkpoints.save(mngr, state, meta())
     mngr.wait_until_finished()
   bar.close()
   mngr.close()
 
   if interrupted is not None:
-    step = int(jax.device_get(state.step[0]))
+    step = train.global_step(state)
     _say(f"stopped at step {step} (epoch {epoch} of {epochs} complete); checkpoint saved in {workdir}. "
          f"Run the same command again (without --fresh) to resume.")
     return {"interrupted": signal.Signals(interrupted).name, "step": step, "epoch": epoch}
 
   summary = report.summarize(records, members, diverged, data.eval_name)
   summary["steps_per_epoch"] = spe
-  report.write_summary(workdir, summary)
+  if primary:
+    report.write_summary(workdir, summary)
   if config.train.figures:
-    _figures(workdir, records, members, model, state, data, config)
+    params = sharding.to_host(state.params)  # a collective across hosts: every process takes part
+    if primary:
+      _figures(workdir, records, members, model, params, data, config)
   return summary
 
 
-def _figures(workdir, records, members, model, state, data, config) -> None:
+def _figures(workdir, records, members, model, params, data, config) -> None:
   figdir = os.path.join(workdir, "figures")
   key = "neg_elbo" if config.variant == "vae" else "recon_mse"
   plots.loss_curves(records, members, os.path.join(figdir, "loss_curves.png"), metric="loss",
@@ -220,7 +236,6 @@ def _figures(workdir, records, members, model, state, data, config) -> None:
   if key != "loss":
     plots.loss_curves(records, members, os.path.join(figdir, f"{key}_curves.png"), metric=key)
   images = data.eval.images[:10]
-  params = jax.device_get(state.params)
   rows, labels = [data_lib.to_float(images)], ["input"]
   for g in sorted({m["setting_index"] for m in members}):
     i = next(j for j, m in enumerate(members) if m["setting_index"] == g)
@@ -240,22 +255,19 @@ def train_and_evaluate(config, workdir: str, fresh: bool = False, on_corrupt: st
   {"groups": {name: summary}}; after SIGINT/SIGTERM it is {"interrupted": ..., "step", "epoch"}.
   """
   configs.validate(config)
-  if jax.process_count() > 1:
-    # The seed mesh spans hosts once joined, but the host-side loop (step and metric reads, file writes)
-    # is single-process: fail before writing anything rather than race on the workdir.
-    raise ValueError(f"this is process {jax.process_index()} of {jax.process_count()}: multi-host training is not "
-                     "supported yet; run one jaxae process per host with its own --workdir (and its own seeds)")
   groups = sweep.groups(config)
   data = data_lib.load(config.data)
   for g in groups:
     models.check_image_shape(g.config, data.train.images.shape[1:])
     train.steps_per_call(g.config, len(data.train))
-  if fresh:
+    sharding.member_mesh(len(g.members))  # several processes: the members must split evenly over them
+  if fresh and sharding.is_primary():
     clear_workdir(workdir)
+  sharding.barrier("jaxae_workdir_ready")  # no process opens the workdir while process 0 clears it
   swept = list(configs.parse_sweep(config))
   if len(groups) == 1:
     summary = train_group(groups[0], data, workdir, on_corrupt)
-    if swept and "interrupted" not in summary and config.train.figures:
+    if swept and "interrupted" not in summary and config.train.figures and sharding.is_primary():
       plots.sweep_figures(sweep.points([(groups[0], summary)]), swept, os.path.join(workdir, "figures"))
     return summary
   _say(f"the sweep changes array shapes or code ({', '.join(k for k in swept if k not in configs.VMAPPABLE)}): "
@@ -266,6 +278,8 @@ def train_and_evaluate(config, workdir: str, fresh: bool = False, on_corrupt: st
     out[g.name] = train_group(g, data, os.path.join(workdir, "groups", g.name), on_corrupt)
     if "interrupted" in out[g.name]:
       return out[g.name]
+  if not sharding.is_primary():
+    return {"groups": out}
   with open(os.path.join(workdir, "sweep_summary.json"), "w") as f:
     json.dump({"groups": out}, f, indent=1)
   if config.train.figures:

@@ -24,14 +24,14 @@ import numpy as np
 from flax.training import train_state
 
 from jaxae import data as data_lib
-from jaxae import objectives, optim
+from jaxae import objectives, optim, sharding
 
 
 class TrainState(train_state.TrainState):
   """flax TrainState + the member's seed key, its sweepable hyperparameters and running metric sums.
 
   Under the member axis every leaf has a leading dimension M (number of members); `step` is then
-  (M,) int32 with equal entries, so the global step is `state.step[0]`.
+  (M,) int32 with equal entries: read it with `global_step(state)`.
   """
 
   rng: jax.Array  # typed PRNG key of the member's seed
@@ -64,7 +64,7 @@ def member_key(seed: int) -> jax.Array:
 class Program:
   """The compiled pieces of one group: built once per (config, data shape), reused every epoch."""
 
-  init: Callable = flax.struct.field(pytree_node=False)  # (keys, hparams) -> TrainState
+  init: Callable = flax.struct.field(pytree_node=False)  # (seeds uint32 (M,), hparams) -> TrainState
   epoch_order: Callable = flax.struct.field(pytree_node=False)  # (state, epoch) -> (M, steps, B) int32
   train_chunk: Callable = flax.struct.field(pytree_node=False)  # (state, x, y, order, offset) -> state
   evaluate: Callable = flax.struct.field(pytree_node=False)  # (state, x, y) -> {metric: (M, ...)}
@@ -160,7 +160,7 @@ def make_program(config, model, image_shape, num_train: int, member_loop: str = 
   else:
     raise ValueError(f"member_loop={member_loop!r} must be 'vmap' or 'map'")
   return Program(
-      init=jax.jit(jax.vmap(init_member)),
+      init=jax.vmap(lambda seed, hp: init_member(member_key(seed), hp)),
       epoch_order=jax.jit(jax.vmap(order_member, in_axes=(0, None))),
       train_chunk=jax.jit(chunk_all, donate_argnums=0),
       evaluate=jax.jit(eval_all),
@@ -169,13 +169,18 @@ def make_program(config, model, image_shape, num_train: int, member_loop: str = 
   )
 
 
+def global_step(state: TrainState) -> int:
+  """The step every member is at, read from this process's own shard (no transfer between hosts)."""
+  return int(sharding.first_local(state.step))
+
+
 def run_epoch(program: Program, state: TrainState, x, y, stop: Callable[[], bool] = lambda: False):
   """Trains from the state's position to the end of its epoch (or until `stop()` after a chunk).
 
   Returns (state, finished). No host round trip inside: the Python loop only dispatches chunks.
   """
   spe = program.steps_per_epoch
-  step = int(jax.device_get(state.step[0]))
+  step = global_step(state)
   epoch, offset = divmod(step, spe)
   order = program.epoch_order(state, epoch)
   while offset < spe:
@@ -187,19 +192,26 @@ def run_epoch(program: Program, state: TrainState, x, y, stop: Callable[[], bool
 
 
 def take_epoch_metrics(program: Program, state: TrainState) -> tuple[TrainState, dict[str, np.ndarray]]:
-  """(state with zeroed sums, {metric: (M, ...) mean over the epoch's steps}) — one host transfer."""
-  sums = jax.device_get(state.metric_sums)
+  """(state with zeroed sums, {metric: (M, ...) mean over the epoch's steps}) — one host transfer.
+
+  Every process gets every member's means (gathered across hosts), so all take the same decisions.
+  """
+  sums = sharding.to_host(state.metric_sums)
   means = {k: np.asarray(v) / program.steps_per_epoch for k, v in sums.items()}
   zeros = jax.tree.map(jnp.zeros_like, state.metric_sums)
   return state.replace(metric_sums=zeros), means
 
 
-def init_state(program: Program, seeds: list[int], hparams: dict[str, np.ndarray]) -> TrainState:
-  """Initial TrainState for members with these seeds (one per member) and per-member hparams."""
-  keys = jax.vmap(member_key)(jnp.asarray(seeds, jnp.uint32))
-  return program.init(keys, {k: jnp.asarray(v) for k, v in hparams.items()})
+def init_state(program: Program, seeds: list[int], hparams: dict[str, np.ndarray], out_sharding=None) -> TrainState:
+  """Initial TrainState for members with these seeds (one per member) and per-member hparams.
+
+  `out_sharding` (e.g. sharding.members_sharding(mesh)) places every leaf's member axis; each process
+  then initializes only its own members.
+  """
+  init = jax.jit(program.init, out_shardings=out_sharding)
+  return init(np.asarray(seeds, np.uint32), {k: np.asarray(v) for k, v in hparams.items()})
 
 
 def abstract_state(program: Program, seeds: list[int], hparams: dict[str, np.ndarray]) -> Any:
   """jax.eval_shape of init_state: the restore target for checkpoints (no arrays allocated)."""
-  return jax.eval_shape(lambda: init_state(program, seeds, hparams))
+  return jax.eval_shape(program.init, np.asarray(seeds, np.uint32), {k: np.asarray(v) for k, v in hparams.items()})
