@@ -93,13 +93,14 @@ class Compiled:
   compile_s: float  # lower + compile of train_chunk, seconds
 
 
-def compile_program(config, x, y, model_overrides: dict | None = None) -> Compiled:
+def compile_program(config, x, y, model_overrides: dict | None = None, xla_options: dict | None = None) -> Compiled:
   """Builds the program exactly as run.py does and AOT-compiles its train chunk (timed on its own)."""
   group = sweep.groups(config)[0]
   model = models.make_model(config, x.shape[1:])
   if model_overrides:
     model = model.clone(**model_overrides)
-  program = train.make_program(config, model, x.shape[1:], x.shape[0], train.resolve_member_loop(config, 1))
+  program = train.make_program(config, model, x.shape[1:], x.shape[0], train.resolve_member_loop(config, 1),
+                               xla_options)
   state = train.init_state(program, group.seeds, sweep.member_hparams(group))
   order = program.epoch_order(state, 0)
   t = time.perf_counter()

@@ -15,6 +15,7 @@ so every step has the same shape and the epoch compiles once.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 import flax
@@ -86,12 +87,38 @@ def resolve_member_loop(config, num_devices: int = 1) -> str:
   return loop
 
 
-def make_program(config, model, image_shape, num_train: int, member_loop: str = "vmap") -> Program:
+# XLA:CPU hands dots and reductions to YNNPACK. In a Bernoulli-likelihood step (BCE from logits, and
+# the sigmoid of the reconstruction metric) that costs a third of the step: the VAE takes 10.2 ms per
+# step with the default and 7.0 ms with YNNPACK kept to individual dots, while MSE objectives are
+# 3-5% faster with the default (benchmarks/RESULTS.md, "XLA:CPU options"). So the option is used for
+# BCE objectives on CPU only; JAXAE_XLA_DEFAULTS=1 turns it off.
+CPU_BCE_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+_option_accepted: list[bool] = []  # [whether this jaxlib accepts the option], filled on first use
+
+
+def compiler_options(config) -> dict:
+  """XLA options for a config's train / eval programs on this backend ({} = XLA's defaults)."""
+  if (jax.default_backend() != "cpu" or config.loss.reconstruction != "bce"
+      or os.environ.get("JAXAE_XLA_DEFAULTS", "") == "1"):
+    return {}
+  if not _option_accepted:
+    try:  # an experimental option: a newer jaxlib may rename or drop it, then XLA's defaults are used
+      jax.jit(lambda a: a.sum(), compiler_options=CPU_BCE_COMPILER_OPTIONS).lower(np.ones(2, np.float32)).compile()
+      _option_accepted.append(True)
+    except Exception:  # noqa: BLE001 - any rejection means: use the defaults
+      _option_accepted.append(False)
+  return dict(CPU_BCE_COMPILER_OPTIONS) if _option_accepted[0] else {}
+
+
+def make_program(config, model, image_shape, num_train: int, member_loop: str = "vmap",
+                 xla_options: dict | None = None) -> Program:
   """Builds init / epoch_order / train_chunk / evaluate for a config, over a leading member axis.
 
   member_loop ('vmap' | 'map', see resolve_member_loop) decides how train_chunk and evaluate step
   through members; both compute each member exactly as if it were trained alone (up to float
   rounding), in one compiled program.
+
+  xla_options: XLA compiler options of train_chunk / evaluate; None = compiler_options(config).
 
   `train_chunk` runs `chunk` consecutive steps: with train.steps_per_call=0 the whole epoch is one
   `lax.scan` (one dispatch per epoch); with 1 it is a single step called from a Python loop (a stop
@@ -100,6 +127,7 @@ def make_program(config, model, image_shape, num_train: int, member_loop: str = 
   spe = steps_per_epoch(num_train, config.train.batch_size)
   chunk = steps_per_call(config, num_train)
   batch = config.train.batch_size
+  xla_options = compiler_options(config) if xla_options is None else xla_options
   loss_fn = objectives.make_loss_fn(config, model)
   tx = optim.make_optimizer(config, spe)
   sample = jnp.zeros((1, *image_shape), jnp.float32)
@@ -162,8 +190,8 @@ def make_program(config, model, image_shape, num_train: int, member_loop: str = 
   return Program(
       init=jax.vmap(lambda seed, hp: init_member(member_key(seed), hp)),
       epoch_order=jax.jit(jax.vmap(order_member, in_axes=(0, None))),
-      train_chunk=jax.jit(chunk_all, donate_argnums=0),
-      evaluate=jax.jit(eval_all),
+      train_chunk=jax.jit(chunk_all, donate_argnums=0, compiler_options=xla_options),
+      evaluate=jax.jit(eval_all, compiler_options=xla_options),
       steps_per_epoch=spe,
       chunk=chunk,
   )

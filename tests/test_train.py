@@ -55,6 +55,20 @@ def test_member_loop_map_equals_vmap(variant):
   np.testing.assert_allclose(hist_map, hist_vmap, rtol=1e-5)
 
 
+def test_bce_compiler_option_is_used_on_cpu_and_changes_no_result(monkeypatch):
+  """The XLA:CPU option for BCE objectives (train.compiler_options) is a speed choice only."""
+  vae, vanilla = tiny_config("vae"), tiny_config("vanilla")
+  assert train.compiler_options(vanilla) == {}
+  assert train.compiler_options(vae) == train.CPU_BCE_COMPILER_OPTIONS  # jax here is the CPU backend
+  with_option, hist = _train(vae, [0, 1], epochs=1, member_loop="map")
+  monkeypatch.setenv("JAXAE_XLA_DEFAULTS", "1")
+  assert train.compiler_options(vae) == {}
+  defaults, hist_defaults = _train(vae, [0, 1], epochs=1, member_loop="map")
+  for a, b in zip(jax.tree.leaves(with_option), jax.tree.leaves(defaults)):
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+  np.testing.assert_allclose(hist, hist_defaults, rtol=1e-5)
+
+
 def test_steps_per_call_does_not_change_results():
   config = tiny_config()
   scanned, _ = _train(config, [0, 1], epochs=1)
