@@ -88,10 +88,10 @@ def resolve_member_loop(config, num_devices: int = 1) -> str:
 
 
 # XLA:CPU hands dots and reductions to YNNPACK. In a Bernoulli-likelihood step (BCE from logits, and
-# the sigmoid of the reconstruction metric) that costs a third of the step: the VAE takes 10.2 ms per
-# step with the default and 7.0 ms with YNNPACK kept to individual dots, while MSE objectives are
-# 3-5% faster with the default (benchmarks/RESULTS.md, "XLA:CPU options"). So the option is used for
-# BCE objectives on CPU only; JAXAE_XLA_DEFAULTS=1 turns it off.
+# the sigmoid of the reconstruction metric) that costs a third of the step: the VAE takes 9.7 ms per
+# step with the default and 6.6 ms with YNNPACK kept to individual dots, which is neutral for MSE
+# objectives and 6% slower for conv and contractive (benchmarks/RESULTS.md, "XLA:CPU options"). So
+# the option is used for BCE objectives on CPU only; JAXAE_XLA_DEFAULTS=1 turns it off.
 CPU_BCE_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
 _option_accepted: list[bool] = []  # [whether this jaxlib accepts the option], filled on first use
 
