@@ -55,9 +55,9 @@ def main(argv) -> int:
   except (configs.ConfigError, data_lib.DataError, checkpoints.CheckpointError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  import jax
+  from jaxae import sharding
 
-  quiet = jax.process_index() != 0  # a multi-host job reports once, from process 0
+  quiet = not sharding.is_primary()  # a multi-host job reports once, from process 0
   if "interrupted" in summary:
     import shlex
 
@@ -68,9 +68,8 @@ def main(argv) -> int:
   summaries = summary["groups"].values() if "groups" in summary else [summary]
   from jaxae import report
 
-  for s in summaries:
-    if not quiet:
-      print(report.format_table(s))
+  for s in summaries if not quiet else ():
+    print(report.format_table(s))
   if all(len(e["healthy_seeds"]) == 0 for s in summaries for e in s["settings"]):
     print("error: every member diverged", file=sys.stderr)
     return 1
