@@ -77,7 +77,7 @@ def load_config(variant: str, **overrides):
 def protocol_data() -> tuple[jax.Array, jax.Array]:
   """The 5,000 embedded MNIST images (uint8 (N, 28, 28, 1)) and labels (int32 (N,)) on the device."""
   split = data_lib.embedded_mnist()
-  return jnp.asarray(split.images[:NUM_TRAIN]), jnp.asarray(split.labels[:NUM_TRAIN])
+  return jnp.asarray(split.x[:NUM_TRAIN]), jnp.asarray(split.labels[:NUM_TRAIN])
 
 
 @dataclasses.dataclass

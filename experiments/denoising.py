@@ -39,8 +39,8 @@ def main(argv=None):
   args = common.parse_args(__doc__.splitlines()[0], argv, runs=True)
   started = time.perf_counter()
   test = common.test_split(args)
-  clean = data_lib.to_float(test.images)
-  noisy = corrupted_test(test.images)
+  clean = data_lib.to_float(test.x)
+  noisy = corrupted_test(test.x)
   psnr_noisy = mean_psnr(noisy, clean)
   per_seed, show = [], {}
   for key in ("denoising_d32", "vanilla_d32"):

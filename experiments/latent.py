@@ -52,8 +52,8 @@ def main(argv=None):
   per_seed = []
   for i, (workdir, seed) in enumerate(pairs):
     run = jaxae.load_run(workdir, seed=seed)
-    z_tr = analysis.encode(run.model, run.params, train.images, run.config)
-    z_te = analysis.encode(run.model, run.params, test.images, run.config)
+    z_tr = analysis.encode(run.model, run.params, train.x, run.config)
+    z_te = analysis.encode(run.model, run.params, test.x, run.config)
     per_seed.append({"seed": seed, "probe": probe_accuracy(z_tr, train.labels, z_te, test.labels),
                      "knn": knn_accuracy(z_tr, train.labels, z_te, test.labels)})
     if i:
@@ -66,12 +66,12 @@ def main(argv=None):
     n = 15
     xs, ys = np.linspace(lo[0], hi[0], n), np.linspace(hi[1], lo[1], n)  # top row = largest z2
     grid = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2).astype(np.float32)
-    images = analysis.decode(run.model, run.params, grid, run.config).reshape(n, n, *test.images.shape[1:])
+    images = analysis.decode(run.model, run.params, grid, run.config).reshape(n, n, *test.x.shape[1:])
     plots.image_grid(images, os.path.join(args.out, "latent_grid.png"), extent=(lo[0], hi[0], lo[1], hi[1]),
                      title="decoded over the latent plane (1st-99th percentile of test codes)")
     a, b = (int(np.flatnonzero(test.labels == c)[0]) for c in (4, 7) if (test.labels == c).any())
-    line = interpolate(run.model, run.params, run.config, test.images[a], test.images[b])
-    ends = data_lib.to_float(test.images[[a, b]])
+    line = interpolate(run.model, run.params, run.config, test.x[a], test.x[b])
+    ends = data_lib.to_float(test.x[[a, b]])
     plots.image_rows([ends, line], ["test digits", "z-line"], os.path.join(args.out, "latent_interpolation.png"),
                      title="straight line in latent space between two test digits")
   common.loss_curves(pairs, os.path.join(args.out, "loss_curves.png"), "vanilla d=2: train and held-out loss")

@@ -82,8 +82,8 @@ def main(argv=None):
   pairs = common.train_seeds(config, os.path.join(args.out, "runs", "linear"))
   train = common.train_split(config)
   test = common.test_split(args)
-  x_tr = data_lib.to_float(train.images).reshape(len(train), -1).astype(np.float64)
-  x_te = data_lib.to_float(test.images).reshape(len(test), -1).astype(np.float64)
+  x_tr = data_lib.to_float(train.x).reshape(len(train), -1).astype(np.float64)
+  x_te = data_lib.to_float(test.x).reshape(len(test), -1).astype(np.float64)
   h = args.latent
   _, v_pca, s = pca_basis(x_tr, h)
   pca_test = pca_mse(x_tr, x_te, h)
@@ -92,7 +92,7 @@ def main(argv=None):
     run = jaxae.load_run(workdir, seed=seed)
     span = decoder_span(run)
     a_qr, a_sp = angles_qr(span, v_pca), angles_scipy(span, v_pca)
-    recon = analysis.reconstruct(run.model, run.params, test.images, run.config).reshape(len(test), -1)
+    recon = analysis.reconstruct(run.model, run.params, test.x, run.config).reshape(len(test), -1)
     per_seed.append({"seed": seed, "angles_deg_qr": np.degrees(a_qr), "angles_deg_scipy": np.degrees(a_sp),
                      "max_angle_deg": float(np.degrees(a_sp[-1])), "mean_angle_deg": float(np.degrees(a_sp).mean()),
                      "ae_test_mse": float(np.mean(np.square(recon - x_te))),

@@ -21,7 +21,7 @@ def main(argv=None):
   started = time.perf_counter()
   test = common.test_split(args)
   idx = np.asarray([np.flatnonzero(test.labels == c)[0] for c in range(10) if (test.labels == c).any()])
-  digits = data_lib.to_float(test.images[idx])
+  digits = data_lib.to_float(test.x[idx])
   root = getattr(args, "runs", "") or os.path.join(args.out, "runs")
   numbers, table = {}, []
   for init in bottleneck.INITS:

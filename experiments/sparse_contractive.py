@@ -69,7 +69,7 @@ def main(argv=None):
     per_seed = []
     for workdir, seed in pairs:
       run = jaxae.load_run(workdir, seed=seed)
-      z = analysis.encode(run.model, run.params, test.images, run.config)
+      z = analysis.encode(run.model, run.params, test.x, run.config)
       per_seed.append(dict(sparsity_stats(z), seed=seed))
       codes.setdefault(name, z)
     stats[name] = per_seed
@@ -104,8 +104,8 @@ def main(argv=None):
     per_seed = []
     for workdir, seed in pairs:
       run = jaxae.load_run(workdir, seed=seed)
-      per_image = analysis.encoder_jacobian_sq_norm(run.model, run.params, test.images[:4])
-      per_seed.append({"seed": seed, "jacobian_sq_norm": jacobian_sq_norm(run, test.images[:n_jac]),
+      per_image = analysis.encoder_jacobian_sq_norm(run.model, run.params, test.x[:4])
+      per_seed.append({"seed": seed, "jacobian_sq_norm": jacobian_sq_norm(run, test.x[:n_jac]),
                        "first4_per_image": per_image,
                        "test_mse": common.member_values([(workdir, seed)], "eval", "recon_mse")[0]})
     jac[name] = per_seed

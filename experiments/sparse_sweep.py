@@ -46,13 +46,13 @@ def main(argv=None):
   workdir = os.path.join(args.out, "runs", "sparse_l1_sweep")
   common.ensure_trained(config, workdir)
   test = common.test_split(args)
-  x = data_lib.to_float(test.images)
+  x = data_lib.to_float(test.x)
   results, rows = [], []
   for g, weight in enumerate(weights):
     per_seed = []
     for seed in [config.seed + i for i in range(config.num_seeds)]:
       run = jaxae.load_run(workdir, seed=seed, setting=g)
-      z = analysis.encode(run.model, run.params, test.images, run.config)
+      z = analysis.encode(run.model, run.params, test.x, run.config)
       recon = analysis.decode(run.model, run.params, z, run.config)
       per_seed.append(dict(code_stats(z), seed=seed, recon_mse=float(np.mean(np.square(recon - x)))))
     stats = {k: common.mean_std([r[k] for r in per_seed]) for k in ("recon_mse", "l0", "l0_thr", "mean_abs")}

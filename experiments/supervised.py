@@ -43,8 +43,8 @@ def main(argv=None):
     per_seed = []
     for i, (workdir, seed) in enumerate(pairs):
       run = jaxae.load_run(workdir, seed=seed)
-      z_tr = analysis.encode(run.model, run.params, train.images, run.config)
-      z_te = analysis.encode(run.model, run.params, test.images, run.config)
+      z_tr = analysis.encode(run.model, run.params, train.x, run.config)
+      z_te = analysis.encode(run.model, run.params, test.x, run.config)
       r = {"seed": seed, "probe": probe_accuracy(z_tr, train.labels, z_te, test.labels),
            "knn": knn_accuracy(z_tr, train.labels, z_te, test.labels),
            "test_mse": common.member_values([(workdir, seed)], "eval", "recon_mse")[0]}
@@ -67,7 +67,7 @@ def main(argv=None):
   pairs = common.train_seeds(ae20, os.path.join(root, "vanilla_d20"))
   run = jaxae.load_run(pairs[0][0], seed=pairs[0][1])
   n = min(args.tsne_points, len(test))
-  z20 = analysis.encode(run.model, run.params, test.images[:n], run.config)
+  z20 = analysis.encode(run.model, run.params, test.x[:n], run.config)
   emb = TSNE(2, init="pca", perplexity=min(30.0, (n - 1) / 3), random_state=0).fit_transform(z20)
   plots.latent_scatter(emb, test.labels[:n], os.path.join(args.out, "tsne_d20.png"),
                        f"t-SNE of the d=20 vanilla AE codes of {n} MNIST test images (seed {pairs[0][1]})")

@@ -71,8 +71,8 @@ def main(argv=None):
     for seed in seeds:
       run = jaxae.load_run(workdir, seed=seed, setting=g)
       assert run.members[0]["setting"]["loss.beta"] == beta
-      ours = negative_elbo(run.model, run.params, test.images, jax.random.key(1000 + seed))
-      mean, _ = analysis.posterior(run.model, run.params, test.images)
+      ours = negative_elbo(run.model, run.params, test.x, jax.random.key(1000 + seed))
+      mean, _ = analysis.posterior(run.model, run.params, test.x)
       ours["active_units"] = active_units(mean)
       per_seed.append(dict(ours, seed=seed))
       if beta == 1 and seed == seeds[0]:
@@ -83,7 +83,7 @@ def main(argv=None):
         a, b = (int(np.flatnonzero(test.labels == c)[0]) for c in (2, 9))
         t = np.linspace(0, 1, 10)[:, None]
         line = analysis.decode(run.model, run.params, ((1 - t) * mean[a] + t * mean[b]).astype(np.float32), run.config)
-        plots.image_rows([data_lib.to_float(test.images[[a, b]]), line], ["test digits", "posterior-mean line"],
+        plots.image_rows([data_lib.to_float(test.x[[a, b]]), line], ["test digits", "posterior-mean line"],
                          os.path.join(args.out, "vae_interpolation.png"), title="VAE (beta=1): interpolation of E_q[z|x]")
     entry = summary["settings"][g]
     program = {k: entry["eval"][k]["per_seed"] for k in ("neg_elbo", "recon_nll", "kl")}

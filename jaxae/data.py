@@ -1,6 +1,6 @@
 """Image datasets as numpy arrays: the embedded MNIST subset, MNIST-format IDX files, and TFDS.
 
-Every source yields `Split(images, labels)`: images uint8 in [0, 255] or float32 in [0, 1] of shape
+Every source yields `Split(x, labels)`: inputs x uint8 in [0, 255] or float32 in [0, 1] of shape
 (N, H, W, C), labels int32 of shape (N,). Training code scales uint8 to [0, 1] on the device, so a
 dataset is held once, in its compact dtype.
 
@@ -24,14 +24,14 @@ class DataError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-  images: np.ndarray  # (N, H, W, C) uint8 or float32 in [0, 1]
+  x: np.ndarray  # inputs (N, H, W, C) uint8 or float32 in [0, 1]
   labels: np.ndarray  # (N,) int32
 
   def __len__(self) -> int:
-    return len(self.images)
+    return len(self.x)
 
   def take(self, index) -> "Split":
-    return Split(self.images[index], self.labels[index])
+    return Split(self.x[index], self.labels[index])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,7 +161,7 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int = 0) -> tupl
 
 def check_images(split: Split, name: str) -> None:
   """Raises DataError unless images are (N, H, W, C) uint8, or float in [0, 1], with N labels."""
-  x = split.images
+  x = split.x
   if x.ndim != 4:
     raise DataError(f"{name} images have shape {x.shape}, expected (N, height, width, channels)")
   if len(split.labels) != len(x):
@@ -193,8 +193,8 @@ def load(data_config) -> Data:
     held = load_source(data_config.eval_source, data_config.eval_split, data_config.data_dir)
     check_images(held, f"data.eval_source={data_config.eval_source!r}")
     eval_name = f"{data_config.eval_source} ({data_config.eval_split})"
-    if held.images.shape[1:] != train.images.shape[1:]:
-      raise DataError(f"held-out images have shape {held.images.shape[1:]}, training images {train.images.shape[1:]}")
+    if held.x.shape[1:] != train.x.shape[1:]:
+      raise DataError(f"held-out images have shape {held.x.shape[1:]}, training images {train.x.shape[1:]}")
   else:
     if data_config.holdout_fraction <= 0:
       raise DataError("data.holdout_fraction=0 needs data.eval_source: every run reports held-out metrics")

@@ -134,15 +134,15 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
     with open(os.path.join(workdir, "members.json"), "w") as f:
       json.dump(members, f, indent=1)
 
-  image_shape = data.train.images.shape[1:]
+  image_shape = data.train.x.shape[1:]
   model = models.make_model(config, image_shape)
   seeds = [m["seed"] for m in members]
   hparams = sweep.member_hparams(group)
   mesh = sharding.member_mesh(len(members))
   program = train.make_program(config, model, image_shape, len(data.train),
                                train.resolve_member_loop(config, mesh.size))
-  x, y = sharding.replicate((data.train.images, data.train.labels), mesh)
-  xe, ye = sharding.replicate((data.eval.images, data.eval.labels), mesh)
+  x, y = sharding.replicate((data.train.x, data.train.labels), mesh)
+  xe, ye = sharding.replicate((data.eval.x, data.eval.labels), mesh)
 
   abstract = sharding.abstract_members(train.abstract_state(program, seeds, hparams), mesh)
   restored = _restore(mngr, abstract, on_corrupt, workdir)
@@ -235,7 +235,7 @@ def _figures(workdir, records, members, model, params, data, config) -> None:
                     title=f"{config.variant}: training loss and held-out loss (mean ± std over seeds)")
   if key != "loss":
     plots.loss_curves(records, members, os.path.join(figdir, f"{key}_curves.png"), metric=key)
-  images = data.eval.images[:10]
+  images = data.eval.x[:10]
   rows, labels = [data_lib.to_float(images)], ["input"]
   for g in sorted({m["setting_index"] for m in members}):
     i = next(j for j, m in enumerate(members) if m["setting_index"] == g)
@@ -258,7 +258,7 @@ def train_and_evaluate(config, workdir: str, fresh: bool = False, on_corrupt: st
   groups = sweep.groups(config)
   data = data_lib.load(config.data)
   for g in groups:
-    models.check_image_shape(g.config, data.train.images.shape[1:])
+    models.check_image_shape(g.config, data.train.x.shape[1:])
     train.steps_per_call(g.config, len(data.train))
     sharding.member_mesh(len(g.members))  # several processes: the members must split evenly over them
   if fresh and sharding.is_primary():

@@ -164,7 +164,7 @@ def test_load_run_every_seed_one_seed_and_reconstructs(reference, tmp_path):
   two = checkpoints.load_run(str(tmp_path / "w"), seed=2)
   assert_trees_equal(jax.device_get(two.params), jax.tree.map(lambda a: a[2], params))
   # The model reconstructs held-out images with them, better than the untrained model.
-  images = data_lib.load(run.config.data).eval.images[:32]
+  images = data_lib.load(run.config.data).eval.x[:32]
   x = data_lib.to_float(images).reshape(len(images), -1)
   mse = lambda p: float(np.mean((analysis.reconstruct(run.model, p, images, run.config).reshape(len(images), -1) - x) ** 2))
   init = run.model.init(jax.random.key(0), np.zeros((1, *images.shape[1:]), np.float32))
@@ -235,8 +235,8 @@ def test_damaged_checkpoint_names_step_and_falls_back(reference, tmp_path, monke
 def _abstract(config):
   data = data_lib.load(config.data)
   group = sweep.groups(config)[0]
-  model = models.make_model(config, data.train.images.shape[1:])
-  program = train.make_program(config, model, data.train.images.shape[1:], len(data.train))
+  model = models.make_model(config, data.train.x.shape[1:])
+  program = train.make_program(config, model, data.train.x.shape[1:], len(data.train))
   return train.abstract_state(program, [m[1] for m in group.members], sweep.member_hparams(group))
 
 

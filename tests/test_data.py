@@ -14,17 +14,17 @@ from conftest import tiny_config
 
 def test_embedded_mnist_is_the_real_5k_subset():
   split = data.embedded_mnist()
-  assert split.images.shape == (5000, 28, 28, 1) and split.images.dtype == np.uint8
+  assert split.x.shape == (5000, 28, 28, 1) and split.x.dtype == np.uint8
   assert split.labels.dtype == np.int32
   np.testing.assert_array_equal(np.bincount(split.labels), [500] * 10)
   # Real digits: the mean image is bright in the centre and black in the corners.
-  mean = split.images[..., 0].mean(0)
+  mean = split.x[..., 0].mean(0)
   assert mean[10:18, 10:18].mean() > 60 and mean[:3, :3].max() == 0
 
 
 def test_idx_reads_the_official_test_set(mnist_test_dir):
   split = data.idx_dataset(mnist_test_dir, "test")
-  assert split.images.shape == (10000, 28, 28, 1) and split.images.dtype == np.uint8
+  assert split.x.shape == (10000, 28, 28, 1) and split.x.dtype == np.uint8
   counts = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]  # from shared/data/README.md
   np.testing.assert_array_equal(np.bincount(split.labels), counts)
 
@@ -51,7 +51,7 @@ def test_tfds_source_with_mock_data():
 
   with tfds.testing.mock_data(num_examples=24):
     split = data.load_source("tfds:mnist", "train")
-  assert split.images.shape == (24, 28, 28, 1) and split.images.dtype == np.uint8
+  assert split.x.shape == (24, 28, 28, 1) and split.x.dtype == np.uint8
   assert split.labels.shape == (24,)
 
 

@@ -59,8 +59,8 @@ def test_bottleneck(bottleneck):
     for seed, reported in zip(m["seeds"], m["test_mse"]):
       run = jaxae.load_run(workdir, seed=seed)
       held = data_lib.load(run.config.data).eval
-      recon = analysis.reconstruct(run.model, run.params, held.images, run.config)
-      np.testing.assert_allclose(np.mean(np.square(recon - data_lib.to_float(held.images))), reported, rtol=1e-4)
+      recon = analysis.reconstruct(run.model, run.params, held.x, run.config)
+      np.testing.assert_allclose(np.mean(np.square(recon - data_lib.to_float(held.x))), reported, rtol=1e-4)
     assert np.isclose(m["test_mse_mean"], np.mean(m["test_mse"]))
 
 
@@ -82,7 +82,7 @@ def test_denoising(bottleneck, tmp_path, mnist_test_dir):
   from experiments import denoising
   res = _run(denoising, tmp_path, mnist_test_dir, f"--runs={bottleneck[0]}/runs")
   assert {"denoising_rows.png", "loss_curves.png"} <= set(_pngs(tmp_path))
-  images = _test_images(mnist_test_dir).images
+  images = _test_images(mnist_test_dir).x
   clean = data_lib.to_float(images).astype(np.float64)
   noisy = denoising.corrupted_test(images).astype(np.float64)
   assert noisy.min() >= 0 and noisy.max() <= 1 and 0.1 < np.std(noisy - clean) < 0.3  # sigma=0.3 noise, clipped at 0 on the background
@@ -129,7 +129,7 @@ def test_sparse_contractive(bottleneck, tmp_path, mnist_test_dir):
   # The exact Jacobian norm matches central finite differences (the encoder is piecewise linear).
   workdir = os.path.join(tmp_path, "runs", "contractive_d32_1ep")
   run = jaxae.load_run(workdir, seed=jac["contractive"][0]["seed"])
-  x = data_lib.to_float(_test_images(mnist_test_dir).images[:2]).reshape(2, -1).astype(np.float64)
+  x = data_lib.to_float(_test_images(mnist_test_dir).x[:2]).reshape(2, -1).astype(np.float64)
   eps = 1e-3
   for i in range(2):
     bumps = np.concatenate([x[i] + eps * np.eye(784), x[i] - eps * np.eye(784)]).reshape(-1, 28, 28, 1)

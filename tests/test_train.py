@@ -19,14 +19,14 @@ from conftest import ROOT, tiny_config
 def _train(config, seeds, epochs=2, member_loop="vmap"):
   """Trains members with these seeds for `epochs` through the real program; returns params and epoch metrics."""
   d = data_lib.load(config.data)
-  shape = d.train.images.shape[1:]
+  shape = d.train.x.shape[1:]
   program = train.make_program(config, models.make_model(config, shape), shape, len(d.train), member_loop)
   group = sweep.Group("", config, ({},))
   hp = {k: np.full(len(seeds), v[0], np.float32) for k, v in sweep.member_hparams(group).items()}
   state = train.init_state(program, seeds, hp)
   history = []
   for _ in range(epochs):
-    state, finished = train.run_epoch(program, state, d.train.images, d.train.labels)
+    state, finished = train.run_epoch(program, state, d.train.x, d.train.labels)
     assert finished
     state, means = train.take_epoch_metrics(program, state)
     history.append(means["loss"])
