@@ -12,20 +12,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxae import models
+from jaxae import configs, models, train
 
 
 def check(atol: float = 2e-5) -> list[str]:
-  """Returns mismatch descriptions (empty when every upsample / init scheme agrees)."""
+  """Returns mismatch descriptions (empty when every upsample / downsample / init scheme agrees)."""
   errors = []
   x = jax.random.uniform(jax.random.key(0), (4, 28, 28, 1))
-  for upsample in ("transpose", "resize", "depth_to_space"):
+  for upsample, downsample in (("transpose", "stride"), ("resize", "stride"), ("depth_to_space", "stride"),
+                               ("nearest", "maxpool")):
     for init in ("flax", "pytorch"):
-      kw = dict(backbone="conv", latent_dim=8, conv_channels=(16, 32), init_scheme=init, upsample=upsample)
-      ref = models.Autoencoder(conv_impl="xla", **kw)
-      new = models.Autoencoder(conv_impl="patches", **kw)
+      config = configs.base_config()
+      config.model.update(backbone="conv", latent_dim=8, conv_channels=(16, 32), init=init, upsample=upsample,
+                          downsample=downsample)
+      net = train.build_net(config, (28, 28, 1))
+      ref, new = models.with_conv_impl(net, "xla").module, models.with_conv_impl(net, "patches").module
       p_ref, p_new = ref.init(jax.random.key(1), x), new.init(jax.random.key(1), x)
-      tag = f"upsample={upsample} init={init}"
+      tag = f"upsample={upsample} downsample={downsample} init={init}"
       if jax.tree.structure(p_ref) != jax.tree.structure(p_new):
         errors.append(f"{tag}: parameter trees differ")
         continue
@@ -42,5 +45,5 @@ def check(atol: float = 2e-5) -> list[str]:
 
 if __name__ == "__main__":
   problems = check()
-  print("\n".join(problems) or "patch convolutions == flax convolutions (3 upsamplings x 2 inits)")
+  print("\n".join(problems) or "patch convolutions == flax convolutions (4 conv structures x 2 inits)")
   sys.exit(1 if problems else 0)

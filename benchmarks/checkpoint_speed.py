@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from jaxae import checkpoints, models, sweep, train  # noqa: E402
+from jaxae import checkpoints, train  # noqa: E402
 
 
 def du(path: str) -> int:
@@ -44,19 +44,16 @@ def main() -> None:
   config.checkpoint.keep = args.repeats + 1
 
   image_shape, num_train = (28, 28, 1), 54000  # MNIST train minus the 10% held out
-  group = sweep.groups(config)[0]
-  model = models.make_model(config, image_shape)
-  program = train.make_program(config, model, image_shape, num_train)
-  seeds = [s for _, s in group.members]
-  hparams = sweep.member_hparams(group)
-  state = train.init_state(program, seeds, hparams)
+  program = train.build(config, image_shape, num_train)
+  seeds = list(program.seeds)
+  state = program.init_state()
   # Adam's moments start at zero, which compresses to nothing; a trained run's do not.
   leaves, treedef = jax.tree.flatten(state.opt_state)
   keys = jax.random.split(jax.random.key(0), len(leaves))
   noisy = [a + 1e-3 * jax.random.normal(k, a.shape, a.dtype) if a.dtype == jnp.float32 and a.ndim > 1 else a
            for a, k in zip(leaves, keys)]
   state = state.replace(opt_state=jax.tree.unflatten(treedef, noisy))
-  abstract = train.abstract_state(program, seeds, hparams)
+  abstract = program.abstract_state()
   jax.block_until_ready(state)
   n_params = sum(a.size for a in jax.tree.leaves(state.params))
   meta = {"epoch": 0, "config": config.to_dict(), "members": [{"seed": s} for s in seeds]}

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxae import models, sweep, train
+from jaxae import models, train
 from jaxae import data as data_lib
 
 NUM_TRAIN = 5000  # the reference protocol: all 5,000 embedded MNIST images, batch 128 -> 39 steps/epoch
@@ -82,10 +82,10 @@ def protocol_data() -> tuple[jax.Array, jax.Array]:
 
 @dataclasses.dataclass
 class Compiled:
-  """A config's real train program (train.make_program), its state and its AOT-compiled chunk."""
+  """A config's real train program (train.build), its state and its AOT-compiled chunk."""
 
   config: Any
-  model: Any
+  model: Any  # models.Net
   program: train.Program
   state: train.TrainState
   order: jax.Array  # (M, steps, B) int32 batch indices of epoch 0
@@ -93,19 +93,20 @@ class Compiled:
   compile_s: float  # lower + compile of train_chunk, seconds
 
 
-def compile_program(config, x, y, model_overrides: dict | None = None, xla_options: dict | None = None) -> Compiled:
-  """Builds the program exactly as run.py does and AOT-compiles its train chunk (timed on its own)."""
-  group = sweep.groups(config)[0]
-  model = models.make_model(config, x.shape[1:])
-  if model_overrides:
-    model = model.clone(**model_overrides)
-  program = train.make_program(config, model, x.shape[1:], x.shape[0], train.resolve_member_loop(config, 1),
-                               xla_options)
-  state = train.init_state(program, group.seeds, sweep.member_hparams(group))
+def compile_program(config, x, y, conv_impl: str | None = None, xla_options: dict | None = None) -> Compiled:
+  """Builds the program exactly as run.py does (train.build) and AOT-compiles its train chunk (timed on its own).
+
+  conv_impl: compute the 3x3 convolutions with 'patches' or 'xla' (models.with_conv_impl); None = the default.
+  """
+  net = train.build_net(config, x.shape[1:])
+  if conv_impl:
+    net = models.with_conv_impl(net, conv_impl)
+  program = train.build(config, x.shape[1:], x.shape[0], xla_options=xla_options, net=net)
+  state = program.init_state()
   order = program.epoch_order(state, 0)
   t = time.perf_counter()
   chunk_fn = program.train_chunk.lower(state, x, y, order, 0).compile()
-  return Compiled(config, model, program, state, order, chunk_fn, time.perf_counter() - t)
+  return Compiled(config, net, program, state, order, chunk_fn, time.perf_counter() - t)
 
 
 def step_flops(compiled) -> float:

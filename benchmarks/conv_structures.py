@@ -7,11 +7,11 @@ Axes measured:
                   default: the same function as patches @ kernel, i.e. dense matmuls)
   upsample        transpose | resize | depth_to_space
   steps_per_call  0 = the epoch in one lax.scan; 1 = one step per call from Python; 13 = scan 13 steps
-  seeds over      vmap    = train.make_program (the member axis vmapped: grouped convolutions)
+  seeds over      vmap    = train.build (the member axis vmapped: grouped convolutions)
                   lax.map = prototype: the unbatched member step mapped over members (a loop in XLA)
                   loop    = prototype: a Python loop over members inside one jit (S copies of the step)
 The prototypes copy train.py's per-member step (`_member_chunk`); wiring one into train.py means
-replacing `jax.vmap(chunk_member, ...)` in make_program's train_chunk (see benchmarks/README.md).
+replacing `jax.vmap(chunk_member, ...)` in train.make_program's train_chunk (see benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -21,23 +21,17 @@ import time
 import jax
 import numpy as np
 
+import functools
+
 from benchmarks import common
-from jaxae import data as data_lib
-from jaxae import objectives
+from jaxae import configs, train
 
 WINDOW = 13  # steps timed per repeat for steps_per_call 1 and 13 (a third of the 39-step epoch)
 
 
 def _member_chunk(config, model, num_train: int, chunk: int):
   """train.py's chunk_member (one member, unbatched): `chunk` steps from `offset` of its epoch order."""
-  loss_fn = objectives.make_loss_fn(config, model)
-
-  def train_step(state, x_all, y_all, idx):
-    x = data_lib.to_float(x_all[idx])
-    key = jax.random.fold_in(jax.random.fold_in(state.rng, 2), state.step)
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, state.hparams, x, y_all[idx], key, True)
-    state = state.apply_gradients(grads=grads)
-    return state.replace(metric_sums=jax.tree.map(lambda a, b: a + b, state.metric_sums, metrics))
+  train_step = functools.partial(train.train_step, loss_fn=configs.variant_of(config).make_loss(config, model))
 
   def chunk_member(state, x_all, y_all, order, offset):
     idx = jax.lax.dynamic_slice_in_dim(order, offset, chunk, axis=0)
@@ -67,7 +61,7 @@ def measure(x, y, impl: str, upsample: str, spc: int, seeds: int, members: str, 
   if upsample != "-":
     overrides["model.upsample"] = upsample
   config = common.load_config(variant, num_seeds=seeds, **overrides)
-  c = common.compile_program(config, x, y, model_overrides={"conv_impl": impl} if impl != "-" else None)
+  c = common.compile_program(config, x, y, conv_impl=impl if impl != "-" else None)
   if members != "vmap":
     fn = members_fn(members, config, c.model, x.shape[0], c.program.chunk, seeds)
     t = time.perf_counter()

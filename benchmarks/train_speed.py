@@ -5,7 +5,7 @@
   python -m benchmarks.train_speed --variants vanilla,conv --seeds 1,8 --no-torch --out /tmp/r.md
 
 Reference protocol: the 5,000 embedded MNIST images, batch 128 (39 Adam steps per epoch), 30 epochs.
-Each configuration is built with `jaxae.train.make_program` (the code path `jaxae.main` runs) and its
+Each configuration is built with `jaxae.train.build` (the code path `jaxae.main` runs) and its
 train chunk AOT-compiled (`.lower(...).compile()`), so compile seconds are separate from run seconds.
 Run seconds are the median of timed epochs (contractive: of 3-step windows, scanned 3 steps per call)
 scaled to the 39 steps of an epoch and the 30 epochs of the protocol: an extrapolation, stated in the
@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import check_conv, common, torch_ref
-from jaxae import objectives, optim, sweep
+from jaxae import configs, optim
 
 VARIANTS = ("vanilla", "denoising", "sparse", "contractive", "vae", "supervised", "conv")
 EPOCHS = 30  # the reference protocol
@@ -73,15 +73,13 @@ def mlp_breakdown(x, y, repeats: int) -> list[tuple[str, float, float]]:
   """
   config = common.load_config("vanilla", num_seeds=1, **{"train.steps_per_call": 1})
   c = common.compile_program(config, x, y)
-  group = sweep.groups(config)[0]
-  hp = {k: jnp.asarray(v[0]) for k, v in sweep.member_hparams(group).items()}
+  hp = {k: jnp.asarray(v[0]) for k, v in c.program.hparams.items()}
   params = jax.tree.map(lambda a: a[0], c.state.params)
-  loss_fn = objectives.make_loss_fn(config, c.model)
-  xb = x[:128].astype(jnp.float32) / 255.0
-  yb = y[:128]
+  loss_fn = configs.variant_of(config).make_loss(config, c.model)
+  batch = {"x": x[:128].astype(jnp.float32) / 255.0, "y": y[:128]}
   key = jax.random.key(0)
-  fwd = jax.jit(lambda p: loss_fn(p, hp, xb, yb, key, True)[0]).lower(params).compile()
-  grad = jax.jit(jax.grad(lambda p: loss_fn(p, hp, xb, yb, key, True)[0])).lower(params).compile()
+  fwd = jax.jit(lambda p: loss_fn(p, hp, batch, key, True)[0]).lower(params).compile()
+  grad = jax.jit(jax.grad(lambda p: loss_fn(p, hp, batch, key, True)[0])).lower(params).compile()
   tx = optim.make_optimizer(config, 39)
   opt_state = tx.init(params)
 

@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 import jaxae
-from jaxae import checkpoints, configs, plots, report
+from jaxae import configs, plots, report, workdir as workdir_lib
 from jaxae import data as data_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -91,8 +91,8 @@ def ensure_trained(config, workdir: str, reuse_only: bool = False) -> dict:
   config_path = os.path.join(workdir, "config.json")
   fresh = False
   if os.path.exists(config_path):
-    saved, now = checkpoints.config_from_json(config_path), configs.flatten(config)
-    fresh = bool(checkpoints.incompatible_keys(saved, now))
+    saved, now = workdir_lib.config_from_json(config_path), configs.flatten(config)
+    fresh = bool(workdir_lib.incompatible_keys(saved, now))
     if not fresh and os.path.exists(summary_path) and saved["train.epochs"] == now["train.epochs"]:
       with open(summary_path) as f:
         summary = json.load(f)

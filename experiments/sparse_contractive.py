@@ -42,7 +42,7 @@ def sparsity_stats(z: np.ndarray) -> dict:
 
 def jacobian_sq_norm(run, images, batch_size: int = 250) -> float:
   """Mean over images of ||J_f(x)||_F^2 via losses.contractive_penalty, in batches."""
-  encode = lambda v: run.model.apply(run.params, v, method=run.model.encode)
+  encode = lambda v: run.model.encode(run.params, v)
   x = data_lib.to_float(images)
   vals = [float(losses.contractive_penalty(encode, x[i:i + batch_size])) * len(x[i:i + batch_size])
           for i in range(0, len(x), batch_size)]

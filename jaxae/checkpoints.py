@@ -1,10 +1,11 @@
-"""Orbax checkpoints of a whole vmapped run, config safety on resume, and loading runs for analysis.
+"""Orbax checkpoints of a whole vmapped run: the I/O only (resume policy: workdir.py; reading runs: load.py).
 
 A checkpoint (one orbax step directory under `<workdir>/checkpoints/`, named by the global train step)
 holds three items:
   params   the model parameters of every member (leading member axis)
-  state    optimizer state, step, metric sums of the current epoch, hparams, and every member's
-           PRNG key as raw key data (`jax.random.key_data`; rebuilt with `wrap_key_data`)
+  state    optimizer state, step, metric sums of the current epoch, hparams, the variant's running
+           state (if any), and every member's PRNG key as raw key data (`jax.random.key_data`;
+           rebuilt with `wrap_key_data`)
   meta     JSON: epoch, members, diverged members, image shape, the flattened config
 Everything later training depends on is in there (data order and noise are pure functions of key,
 epoch and step), so a resumed run is bit-identical to an uninterrupted one.
@@ -15,18 +16,14 @@ mid-save leaves no step that `all_steps()` lists; `cleanup_tmp_directories` remo
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import json
 import os
 from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxae import configs, sharding
+from jaxae import sharding
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -53,8 +50,11 @@ def manager(workdir: str, config=None, read_only: bool = False) -> ocp.Checkpoin
 
 
 def _state_item(state) -> dict:
-  return dict(step=state.step, opt_state=state.opt_state, rng=jax.random.key_data(state.rng),
+  item = dict(step=state.step, opt_state=state.opt_state, rng=jax.random.key_data(state.rng),
               hparams=state.hparams, metric_sums=state.metric_sums)
+  if state.aux is not None:
+    item["aux"] = state.aux
+  return item
 
 
 def save(mngr: ocp.CheckpointManager, state, meta: dict) -> None:
@@ -84,7 +84,7 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state) -> tuple[Any
   Raises CheckpointError naming the step and its path when any item is missing or damaged.
   """
   target = _state_item_abstract(abstract_state)
-  _check_stored_tree(mngr, step, abstract_state.params, target)
+  check_stored_tree(mngr, step, abstract_state.params, target)
   try:
     restored = mngr.restore(step, args=ocp.args.Composite(
         params=ocp.args.StandardRestore(abstract_state.params),
@@ -93,21 +93,25 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state) -> tuple[Any
     item = restored.state
     state = abstract_state.replace(
         params=restored.params, step=item["step"], opt_state=item["opt_state"],
-        rng=jax.random.wrap_key_data(item["rng"]), hparams=item["hparams"], metric_sums=item["metric_sums"])
+        rng=jax.random.wrap_key_data(item["rng"]), hparams=item["hparams"], metric_sums=item["metric_sums"],
+        aux=item.get("aux"))
     _check_finite_structure(state, abstract_state)
   except CheckpointError:
     raise
   except Exception as e:
     raise CheckpointError(f"checkpoint step {step} at {step_path(mngr, step)} is damaged or incomplete "
-                          f"({type(e).__name__}: {_first_line(e)})") from None
+                          f"({type(e).__name__}: {first_line(e)})") from None
   return state, restored.meta
 
 
 def _state_item_abstract(abstract_state) -> dict:
   rng = abstract_state.rng
   key_data = jax.ShapeDtypeStruct(rng.shape + (2,), np.uint32, sharding=getattr(rng, "sharding", None))
-  return dict(step=abstract_state.step, opt_state=abstract_state.opt_state, rng=key_data,
+  item = dict(step=abstract_state.step, opt_state=abstract_state.opt_state, rng=key_data,
               hparams=abstract_state.hparams, metric_sums=abstract_state.metric_sums)
+  if abstract_state.aux is not None:
+    item["aux"] = abstract_state.aux
+  return item
 
 
 def _leaves(tree) -> dict[str, tuple]:
@@ -118,7 +122,7 @@ def _leaves(tree) -> dict[str, tuple]:
   return {"/".join(name(k) for k in path): (tuple(a.shape), np.dtype(a.dtype).name) for path, a in flat}
 
 
-def _check_stored_tree(mngr: ocp.CheckpointManager, step: int, params_target, state_target=None) -> None:
+def check_stored_tree(mngr: ocp.CheckpointManager, step: int, params_target, state_target=None) -> None:
   """Raises CheckpointError when the stored arrays differ from what this config and code expect.
 
   Reads only the items' metadata, so a checkpoint from another config or jaxae version is reported as
@@ -132,7 +136,7 @@ def _check_stored_tree(mngr: ocp.CheckpointManager, step: int, params_target, st
     stored = {k: _leaves(getattr(stored[k], "tree", stored[k])) for k in want}
   except Exception as e:
     raise CheckpointError(f"checkpoint step {step} at {step_path(mngr, step)} is damaged or incomplete: cannot "
-                          f"read its array metadata ({type(e).__name__}: {_first_line(e)})") from None
+                          f"read its array metadata ({type(e).__name__}: {first_line(e)})") from None
   diffs = []
   for item in want:
     for path in sorted(set(stored[item]) | set(want[item])):
@@ -147,7 +151,7 @@ def _check_stored_tree(mngr: ocp.CheckpointManager, step: int, params_target, st
                              f"to discard it and start over.")
 
 
-def _first_line(e: Exception) -> str:
+def first_line(e: Exception) -> str:
   return str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
 
 
@@ -156,122 +160,3 @@ def _check_finite_structure(state, abstract_state) -> None:
   want = jax.tree.map(lambda a: (a.shape, a.dtype), abstract_state)
   if got != want:
     raise CheckpointError("restored arrays do not have the shapes the config implies")
-
-
-def incompatible_keys(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-  """Dotted config keys whose change alters what a checkpoint means (everything not RESUME_SAFE)."""
-  keys = sorted(set(saved) | set(current))
-  safe = set(configs.RESUME_SAFE)
-  if saved.get("optimizer.schedule") != "constant" or current.get("optimizer.schedule") != "constant":
-    safe.discard("train.epochs")  # a decaying schedule's length: more epochs change every remaining rate
-  return [k for k in keys if k not in safe and saved.get(k, "<absent>") != current.get(k, "<absent>")]
-
-
-def check_compatible(saved: dict[str, Any], current: dict[str, Any], workdir: str) -> None:
-  """Raises CheckpointError listing the keys (saved -> now) that forbid resuming."""
-  bad = incompatible_keys(saved, current)
-  if bad:
-    diffs = "; ".join(f"{k}: {saved.get(k, '<absent>')!r} -> {current.get(k, '<absent>')!r}" for k in bad)
-    raise CheckpointMismatch(f"{workdir} holds a run with a different config ({diffs}). Use another --workdir, "
-                          f"or --fresh to discard that run and start over.")
-
-
-@dataclasses.dataclass(frozen=True)
-class Run:
-  """A finished or partial run, loaded for analysis (no optimizer state is read)."""
-
-  config: ml_collections.ConfigDict
-  model: Any  # models.Autoencoder
-  params: Any  # pytree; leading member axis unless one member was selected
-  members: list  # [{'setting': {...}, 'seed': s}] for the params' members, in order
-  step: int
-  epoch: int
-  workdir: str
-
-
-@contextlib.contextmanager
-def _quiet_read_only():
-  import logging
-
-  class Filter(logging.Filter):
-    def filter(self, record):
-      return not any(s in record.getMessage() for s in ("read only", "read_only=True"))
-
-  logger, f = logging.getLogger("absl"), Filter()
-  logger.addFilter(f)
-  try:
-    yield
-  finally:
-    logger.removeFilter(f)
-
-
-def load_run(workdir: str, seed: int | None = None, setting: int | None = None, step: int | None = None,
-             group: str | None = None) -> Run:
-  """Loads params of every member (or of one `seed`, optionally of one sweep `setting` index).
-
-  `step` defaults to the latest complete checkpoint. `group` picks a sub-run of a sweep with static keys
-  (a folder name under `<workdir>/groups/`). Raises FileNotFoundError when there is no checkpoint,
-  CheckpointError when it is damaged, KeyError for a seed that the run does not have.
-  """
-  from jaxae import models  # Local import: models is only needed by this reader.
-
-  if group is not None:
-    workdir = os.path.join(workdir, "groups", group)
-  with _quiet_read_only():  # orbax warns that a read-only manager is read-only, at every call
-    mngr = manager(workdir, read_only=True)
-  step = mngr.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f"no complete checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)}")
-  meta = read_meta(mngr, step)
-  config = ml_collections.ConfigDict(meta["config"])
-  model = models.make_model(config, tuple(meta["image_shape"]))
-  import jax.numpy as jnp
-  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *meta["image_shape"]))))
-  num = len(meta["members"])
-  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct((num, *a.shape), a.dtype), abstract)
-  try:
-    _check_stored_tree(mngr, step, abstract)
-    params = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract))).params
-  except CheckpointError:
-    mngr.close()
-    raise
-  except Exception as e:
-    mngr.close()
-    raise CheckpointError(f"checkpoint step {step} at {step_path(mngr, step)} is damaged: cannot read params "
-                          f"({type(e).__name__}: {_first_line(e)})") from None
-  members = meta["members"]
-  if seed is not None or setting is not None:
-    picks = [i for i, m in enumerate(members)
-             if (seed is None or m["seed"] == seed) and (setting is None or m["setting_index"] == setting)]
-    if not picks:
-      raise KeyError(f"no member with seed={seed} setting={setting} in {workdir}: members are {members}")
-    if len(picks) == 1:
-      params = jax.tree.map(lambda a: a[picks[0]], params)
-    else:
-      params = jax.tree.map(lambda a: a[np.asarray(picks)], params)
-    members = [members[i] for i in picks]
-  mngr.close()
-  return Run(config, model, params, members, step, meta["epoch"], workdir)
-
-
-def saved_config(mngr: ocp.CheckpointManager, config_path: str) -> dict[str, Any] | None:
-  """Flattened config of the run in a workdir: from the latest readable checkpoint's metadata, else from
-  `config_path` (config.json is rewritten at each start, so a checkpoint is the better witness).
-  None when there is no checkpoint."""
-  steps = sorted(mngr.all_steps(), reverse=True)
-  for step in steps:
-    try:
-      return configs.flatten(ml_collections.ConfigDict(read_meta(mngr, step)["config"]))
-    except (CheckpointError, KeyError):
-      continue  # damaged: restoring reports it (or falls back)
-  if steps and os.path.exists(config_path):
-    try:
-      return config_from_json(config_path)
-    except ValueError:  # cut short by a kill
-      return None
-  return None
-
-
-def config_from_json(path: str) -> dict[str, Any]:
-  with open(path) as f:
-    return configs.flatten(ml_collections.ConfigDict(json.load(f)))

@@ -13,30 +13,21 @@ from typing import Any
 
 import ml_collections
 
-VARIANTS = ("vanilla", "denoising", "sparse", "contractive", "vae", "supervised")
+from jaxae import models
+
 BACKBONES = ("mlp", "conv", "linear")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 RECONSTRUCTIONS = ("mse", "bce")  # Gaussian / Bernoulli likelihood of the decoder.
-SPARSITIES = ("l1", "kl", "topk")
-NOISES = ("gaussian", "masking", "salt_pepper")
-INITS = ("flax", "pytorch")
-UPSAMPLES = ("transpose", "resize", "depth_to_space")
 OUTPUTS = ("sigmoid", "identity")
 
-# Scalar hyperparameters that may differ between members of one compiled program: they are
-# carried as per-member arrays (`TrainState.hparams`), so sweeping them costs no recompilation.
-VMAPPABLE = {
-    "optimizer.learning_rate": "learning_rate",
-    "optimizer.weight_decay": "weight_decay",
-    "loss.beta": "beta",
-    "loss.sparsity_weight": "sparsity_weight",
-    "loss.rho": "rho",
-    "loss.contractive_weight": "contractive_weight",
-    "loss.classifier_weight": "classifier_weight",
-    "loss.gaussian_sigma": "gaussian_sigma",
-    "noise.level": "noise_level",
-}
+# The optimizer's sweepable scalars (every variant has them): per-member arrays in the optimizer state
+# (optax.inject_hyperparams), so sweeping them costs no recompilation. Variants add their own
+# (`Variant.hparams`), see `sweepable`.
+OPTIMIZER_HPARAMS = {"optimizer.learning_rate": "learning_rate", "optimizer.weight_decay": "weight_decay"}
+
+# Config keys whose value is a free-form group (keyword arguments of a user module): not checked key by key.
+FREE_FORM = ("model.encoder_kwargs", "model.decoder_kwargs")
 
 # Keys that may change between a checkpoint and its resumption without changing what the
 # checkpoint means. Everything else must match (see checkpoints.check_compatible).
@@ -81,25 +72,22 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.latent_dim = 32
   c.model.hidden = (512, 256)
   c.model.conv_channels = (16, 32)
-  c.model.init = "flax"  # 'pytorch' reproduces torch.nn.Linear/Conv2d default initialization.
-  c.model.upsample = "transpose"
+  c.model.init = "flax"  # 'pytorch' / 'keras': torch.nn default / Glorot-uniform initialization.
+  c.model.activation = "relu"  # of hidden layers: relu, tanh, sigmoid, gelu, elu, leaky_relu, silu
+  c.model.dropout = 0.0  # dropout rate after hidden layers, training only
+  c.model.downsample = "stride"  # conv: 'stride' (stride-2 convs) | 'maxpool' (conv + 2x2 max-pooling)
+  c.model.upsample = "transpose"  # conv decoder: 'transpose' | 'resize' | 'depth_to_space' | 'nearest'
   c.model.output = "sigmoid"  # reconstruction mean = sigmoid(logits) or the raw decoder output.
+  c.model.encoder = ""  # 'package.module:ClassName': your flax module x -> features (B, F)
+  c.model.encoder_kwargs = ml_collections.ConfigDict()
+  c.model.decoder = ""  # 'package.module:ClassName': your flax module z (B, d) -> logits (B, *data_shape)
+  c.model.decoder_kwargs = ml_collections.ConfigDict()
+  c.model.classifier_hidden = ()  # hidden widths of a classifier head (supervised); () = linear
+  c.model.classifier_activation = "relu"
+  c.model.classifier_dropout = 0.0
 
   c.loss = ml_collections.ConfigDict()
   c.loss.reconstruction = "mse"
-  c.loss.beta = 1.0
-  c.loss.sparsity = "l1"
-  c.loss.sparsity_weight = 1e-3
-  c.loss.rho = 0.05
-  c.loss.topk = 8
-  c.loss.contractive_weight = 1e-3
-  c.loss.classifier_weight = 1.0
-  c.loss.gaussian_sigma = 1.0
-  c.loss.num_classes = 10
-
-  c.noise = ml_collections.ConfigDict()
-  c.noise.kind = "gaussian"
-  c.noise.level = 0.3
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adam"
@@ -123,7 +111,39 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_epochs = 5
   c.checkpoint.keep = 3
+  _add_variant_options(c)
   return c
+
+
+def _add_variant_options(c: ml_collections.ConfigDict) -> None:
+  """Every registered variant's own keys (`Variant.options`), with their defaults."""
+  from jaxae import variants  # Variants register themselves on import; they import this module.
+
+  for v in variants.all_variants():
+    for key, value in v.options.items():
+      *parents, leaf = key.split(".")
+      node = c
+      for p in parents:
+        if p not in node:
+          node[p] = ml_collections.ConfigDict()
+        node = node[p]
+      if leaf not in node:
+        node[leaf] = value
+
+
+def variant_of(config):
+  """The registered variant of `config.variant`; ConfigError naming the registered ones otherwise."""
+  from jaxae import variants
+
+  try:
+    return variants.get(config.variant)
+  except KeyError as e:
+    raise ConfigError(e.args[0]) from None
+
+
+def sweepable(config) -> dict[str, str]:
+  """{dotted key: hparam name} of the scalars a member of `config` carries as arrays (no recompilation)."""
+  return {**OPTIMIZER_HPARAMS, **{key: name for name, key in variant_of(config).hparams.items()}}
 
 
 class ConfigError(ValueError):
@@ -136,7 +156,7 @@ def _choice(config, key: str, options) -> None:
     raise ConfigError(f"{key}={value!r} is not one of {', '.join(map(repr, options))}")
 
 
-def _positive_int(config, key: str, zero_ok: bool = False) -> None:
+def positive_int(config, key: str, zero_ok: bool = False) -> None:
   value = get(config, key)
   ok = isinstance(value, int) and not isinstance(value, bool) and (value > 0 or (zero_ok and value == 0))
   if not ok:
@@ -163,7 +183,8 @@ def get(config, dotted: str) -> Any:
 def parse_sweep(config) -> dict[str, list]:
   """The sweep as {dotted key: [values]} in config order; {} when there is none.
 
-  Raises ConfigError for malformed JSON, an unknown key, an empty list, or a non-scalar value.
+  Raises ConfigError for malformed JSON, an unknown key, an empty list, or a non-number for a key
+  swept in one program. Each value is validated like a base value by `sweep.groups`.
   """
   raw = config.sweep
   if not raw:
@@ -182,54 +203,69 @@ def parse_sweep(config) -> dict[str, list]:
       raise ConfigError(f"sweep key {key!r} cannot be swept")
     if not isinstance(values, list) or not values:
       raise ConfigError(f"sweep[{key!r}]={values!r} must be a non-empty list of values")
-    if key in VMAPPABLE:
-      for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-          raise ConfigError(f"sweep[{key!r}] value {v!r} must be a number (the key is swept in one program)")
+    if len({_same_value(v) for v in values}) != len(values):
+      raise ConfigError(f"sweep[{key!r}]={values!r} lists a value twice")
     sweep[key] = list(values)
   return sweep
+
+
+def _same_value(v) -> str:
+  """A value's identity for comparisons: 1, 1.0 and 1e0 are the same number."""
+  if isinstance(v, (int, float)) and not isinstance(v, bool):
+    return repr(float(v))
+  return json.dumps(v, sort_keys=True)
 
 
 def validate(config) -> None:
   """Checks every value a run depends on. Raises ConfigError with a one-line message."""
   known = base_config()
   _check_keys(config, known, "")
-  _choice(config, "variant", VARIANTS)
+  variant = variant_of(config)
   _choice(config, "model.backbone", BACKBONES)
-  _choice(config, "model.init", INITS)
-  _choice(config, "model.upsample", UPSAMPLES)
+  _choice(config, "model.init", models.INITS)
+  _choice(config, "model.upsample", models.UPSAMPLES)
+  _choice(config, "model.downsample", models.DOWNSAMPLES)
+  _choice(config, "model.activation", tuple(models.ACTIVATIONS))
+  _choice(config, "model.classifier_activation", tuple(models.ACTIVATIONS))
   _choice(config, "model.output", OUTPUTS)
   _choice(config, "loss.reconstruction", RECONSTRUCTIONS)
-  _choice(config, "loss.sparsity", SPARSITIES)
-  _choice(config, "noise.kind", NOISES)
   _choice(config, "optimizer.name", OPTIMIZERS)
   _choice(config, "optimizer.schedule", SCHEDULES)
   _choice(config, "train.member_loop", ("auto", "vmap", "map"))
-  for key in ("num_seeds", "model.latent_dim", "train.epochs", "train.batch_size", "train.eval_every",
-              "train.eval_batch_size", "train.unroll", "checkpoint.every_epochs", "checkpoint.keep",
-              "loss.num_classes", "loss.topk"):
-    _positive_int(config, key)
-  for key in ("seed", "data.max_train", "data.max_eval", "train.steps_per_call", "optimizer.warmup_epochs"):
-    _positive_int(config, key, zero_ok=True)
-  for key in VMAPPABLE:
+  for key in ("num_seeds", "train.epochs", "train.batch_size", "train.eval_every",
+              "train.eval_batch_size", "train.unroll", "checkpoint.every_epochs", "checkpoint.keep"):
+    positive_int(config, key)
+  for key in ("seed", "model.latent_dim", "data.max_train", "data.max_eval", "train.steps_per_call",
+              "optimizer.warmup_epochs"):
+    positive_int(config, key, zero_ok=True)
+  for key in sweepable(config):
     _nonneg_float(config, key)
+  for key in ("model.dropout", "model.classifier_dropout"):
+    value = get(config, key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+      raise ConfigError(f"{key}={value!r} must be a rate in [0, 1)")
   if not 0 <= config.data.holdout_fraction < 1:
     raise ConfigError(f"data.holdout_fraction={config.data.holdout_fraction!r} must be in [0, 1)")
-  if not 0 < config.loss.rho < 1:
-    raise ConfigError(f"loss.rho={config.loss.rho!r} must be in (0, 1)")
-  if config.noise.kind in ("masking", "salt_pepper") and not config.noise.level <= 1:
-    raise ConfigError(f"noise.level={config.noise.level!r} is a probability for {config.noise.kind} noise: must be in [0, 1]")
-  for key in ("model.hidden", "model.conv_channels"):
+  for key, empty_ok in (("model.hidden", False), ("model.conv_channels", False), ("model.classifier_hidden", True)):
     value = get(config, key)
-    if not all(isinstance(v, int) and v > 0 for v in value) or not value:
-      raise ConfigError(f"{key}={tuple(value)!r} must be a non-empty tuple of positive integers")
+    if not isinstance(value, (tuple, list)) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value) or (not value and not empty_ok):
+      raise ConfigError(f"{key}={value!r} must be a {'' if empty_ok else 'non-empty '}tuple of positive integers")
+  if config.model.latent_dim == 0 and (config.model.backbone != "conv" or config.model.encoder):
+    raise ConfigError("model.latent_dim=0 (a spatial code) needs the built-in model.backbone='conv'")
+  for key in ("model.encoder", "model.decoder"):
+    spec = get(config, key)
+    if spec:
+      try:
+        models.user_module(spec, get(config, key + "_kwargs").to_dict())  # imported now: errors before any data
+      except models.NetworkError as e:
+        raise ConfigError(f"{key}: {e}") from None
   if config.loss.reconstruction == "bce" and config.model.output != "sigmoid":
     raise ConfigError("loss.reconstruction='bce' needs model.output='sigmoid' (the decoder returns Bernoulli logits)")
-  if config.variant == "sparse" and config.loss.sparsity == "topk" and config.loss.topk > config.model.latent_dim:
-    raise ConfigError(f"loss.topk={config.loss.topk} must be at most model.latent_dim={config.model.latent_dim}")
   if not isinstance(config.data.source, str) or not (
       config.data.source == "embedded" or config.data.source.startswith(("idx:", "tfds:"))):
     raise ConfigError(f"data.source={config.data.source!r} must be 'embedded', 'idx:DIR' or 'tfds:NAME'")
+  variant.validate(config)
   parse_sweep(config)
 
 
@@ -237,6 +273,10 @@ def _check_keys(config, known, prefix: str) -> None:
   for key in config.keys():
     if key not in known:
       raise ConfigError(f"unknown config key {prefix + key!r}")
+    if prefix + key in FREE_FORM:
+      if not isinstance(config[key], ml_collections.ConfigDict):
+        raise ConfigError(f"config key {prefix + key!r} must be a group of keyword arguments")
+      continue
     if isinstance(known[key], ml_collections.ConfigDict):
       if not isinstance(config[key], ml_collections.ConfigDict):
         raise ConfigError(f"config key {prefix + key!r} must be a group of keys")

@@ -78,7 +78,22 @@ def main(argv) -> int:
   return 0
 
 
+def _config_dir_on_path(argv: list[str]) -> None:
+  """Puts the --config file's folder on sys.path, so the config can import the user's own modules
+  (a variant or network defined beside it) wherever the command runs from."""
+  import os
+
+  for i, arg in enumerate(argv):
+    value = arg.split("=", 1)[1] if arg.startswith("--config=") else (argv[i + 1] if arg == "--config" and i + 1 < len(argv) else None)
+    if value:
+      path = value.split(":", 1)[0]  # 'file.py:arg' passes `arg` to get_config
+      if os.path.isfile(path):
+        sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+      return
+
+
 def run() -> None:
+  _config_dir_on_path(sys.argv)
   app.run(lambda argv: sys.exit(main(argv)))
 
 

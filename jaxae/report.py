@@ -171,12 +171,19 @@ def format_table(summary: dict) -> str:
   return "\n".join(lines)
 
 
-def progress_line(epoch: int, epochs: int, train: dict, evals: dict | None, healthy: np.ndarray, seconds: float) -> str:
-  """One line per epoch: loss mean ± std across healthy members (and held-out loss when evaluated)."""
+def parameter_lines(counts: dict[str, int]) -> str:
+  """One line per module and one for the total: 'parameters  encoder  535,840'."""
+  width = max(len(k) for k in counts)
+  return "\n".join(f"parameters  {name:<{width}}  {n:>12,}" for name, n in counts.items())
+
+
+def progress_line(epoch: int, epochs: int, train: dict, evals: dict | None, healthy: np.ndarray, seconds: float,
+                  headline: str = "recon_mse") -> str:
+  """One line per epoch: loss mean ± std across healthy members (and the held-out headline metric)."""
   m, s = mean_std(train["loss"], healthy)
   text = f"epoch {epoch:>3}/{epochs}  train loss {m:.5g} ± {s:.2g}"
   if evals:
-    key = "neg_elbo" if "neg_elbo" in evals else "recon_mse"
+    key = headline if headline in evals else "loss"
     em, es = mean_std(evals[key], healthy)
     text += f"  eval {key} {em:.5g} ± {es:.2g}"
   return text + f"  ({seconds:.1f}s)"

@@ -1,16 +1,9 @@
 """`train_and_evaluate(config, workdir)`: the whole run, from config to checkpoints, metrics and figures.
 
-config -> data -> model -> objective -> train step -> checkpoints/metrics -> figures/report.
-Re-running on the same workdir resumes from the latest complete checkpoint. SIGINT / SIGTERM finish the
-current chunk of steps, save, and return with `interrupted` set.
-
-Workdir layout (one run, or one sweep group under `groups/<name>/`):
-  config.json     the resolved config
-  members.json    [{setting_index, setting, seed}] in member order
-  metrics.jsonl   one record per epoch (report.py)
-  summary.json    final train and held-out metrics per member, mean/std per setting
-  checkpoints/    orbax steps (checkpoints.py)
-  figures/        loss_curves.png, reconstructions.png
+config -> data -> network + variant objective (train.build) -> train step -> checkpoints/metrics ->
+figures/report. Re-running on the same workdir resumes from the latest complete checkpoint (workdir.py
+has the layout and the resume policy). SIGINT / SIGTERM finish the current chunk of steps, save, and
+return with `interrupted` set.
 """
 
 from __future__ import annotations
@@ -18,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import sys
 import time
@@ -28,12 +20,8 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxae import checkpoints, configs, models, plots, report, sharding, sweep, train
+from jaxae import analysis, checkpoints, configs, models, plots, report, sharding, sweep, train, workdir as workdir_lib
 from jaxae import data as data_lib
-from jaxae import analysis
-
-WRITTEN = ("config.json", "members.json", report.METRICS, report.SUMMARY, checkpoints.CHECKPOINT_DIR, "figures",
-           "groups", "sweep_summary.json", "config.json.tmp", report.METRICS + ".tmp")
 
 
 def _say(msg: str) -> None:
@@ -78,40 +66,8 @@ class _StopFlag:
         signal.signal(s, h)
 
 
-def clear_workdir(workdir: str) -> None:
-  """Removes what jaxae wrote in `workdir` (never anything else)."""
-  for name in WRITTEN:
-    path = os.path.join(workdir, name)
-    if os.path.isdir(path):
-      shutil.rmtree(path)
-    elif os.path.exists(path):
-      os.remove(path)
-
-
 def _members(group: sweep.Group) -> list[dict]:
   return [{"setting_index": g, "setting": group.settings[g], "seed": s} for g, s in group.members]
-
-
-def _restore(mngr, abstract, on_corrupt: str, workdir: str):
-  """Latest complete checkpoint, falling back to earlier steps when asked to. None if there is none."""
-  steps = sorted(mngr.all_steps(), reverse=True)
-  for i, step in enumerate(steps):
-    try:
-      restored = checkpoints.restore(mngr, step, abstract)
-    except checkpoints.CheckpointMismatch:
-      raise  # another config or version, not damage: earlier steps would not match either
-    except checkpoints.CheckpointError as e:
-      if on_corrupt != "previous" or i == len(steps) - 1:
-        hint = (" Re-run with --on_corrupt=previous to resume from the previous complete step "
-                f"({steps[i + 1]})." if i + 1 < len(steps) and on_corrupt != "previous" else "")
-        raise checkpoints.CheckpointError(str(e) + hint) from None
-      _say(f"warning: {e}; falling back to step {steps[i + 1]}")
-      continue
-    for bad in steps[:i]:  # damaged later steps would shadow the new ones (and block saving their step)
-      _say(f"deleting damaged checkpoint step {bad}")
-      mngr.delete(bad)
-    return restored
-  return None
 
 
 def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrupt: str = "fail") -> dict:
@@ -121,33 +77,24 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
   os.makedirs(workdir, exist_ok=True)
   members = _members(group)
   flat = configs.flatten(config)
-  config_path = os.path.join(workdir, "config.json")
+  config_path = os.path.join(workdir, workdir_lib.CONFIG)
   mngr = checkpoints.manager(workdir, config)
-  saved = checkpoints.saved_config(mngr, config_path)
+  saved = workdir_lib.saved_config(mngr, config_path)
   if saved is not None:
-    checkpoints.check_compatible(saved, flat, workdir)
+    workdir_lib.check_compatible(saved, flat, workdir)
   sharding.barrier("jaxae_config_checked")  # every process has read the old config before it is replaced
   if primary:
-    with open(config_path + ".tmp", "w") as f:  # atomic: a kill never leaves a cut-short config.json
-      f.write(config.to_json(indent=1))
-    os.replace(config_path + ".tmp", config_path)
-    with open(os.path.join(workdir, "members.json"), "w") as f:
-      json.dump(members, f, indent=1)
+    workdir_lib.write_config(workdir, config, members)
 
-  image_shape = data.train.x.shape[1:]
-  model = models.make_model(config, image_shape)
-  seeds = [m["seed"] for m in members]
-  hparams = sweep.member_hparams(group)
+  data_shape = data.train.x.shape[1:]
   mesh = sharding.member_mesh(len(members))
-  program = train.make_program(config, model, image_shape, len(data.train),
-                               train.resolve_member_loop(config, mesh.size))
+  program = train.build(group, data_shape, len(data.train), mesh)
   x, y = sharding.replicate((data.train.x, data.train.labels), mesh)
   xe, ye = sharding.replicate((data.eval.x, data.eval.labels), mesh)
 
-  abstract = sharding.abstract_members(train.abstract_state(program, seeds, hparams), mesh)
-  restored = _restore(mngr, abstract, on_corrupt, workdir)
+  restored = workdir_lib.restore_latest(mngr, program.abstract_state(), on_corrupt, _say)
   if restored is None:
-    state = train.init_state(program, seeds, hparams, sharding.members_sharding(mesh))
+    state = program.init_state()
     records, diverged = report.truncate_records(workdir, 0, write=primary), {}
   else:
     state, meta = restored
@@ -159,6 +106,8 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
       raise checkpoints.CheckpointError(
           f"the checkpoint stopped {offset} steps into an epoch; train.steps_per_call={config.train.steps_per_call} "
           f"must divide {offset} to resume it (use the value the run was started with)")
+  parameters = models.param_counts(program.params_abstract())
+  _say(report.parameter_lines(parameters))
 
   spe = program.steps_per_epoch
   epochs = config.train.epochs
@@ -168,7 +117,7 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
 
   def meta() -> dict:
     return {"epoch": epoch, "step": train.global_step(state), "members": members,
-            "diverged": {str(k): v for k, v in diverged.items()}, "image_shape": list(image_shape),
+            "diverged": {str(k): v for k, v in diverged.items()}, "data_shape": list(data_shape),
             "config": config.to_dict(), "eval_data": data.eval_name}
 
   stop = _StopFlag()
@@ -197,7 +146,8 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
       record["seconds"] = time.perf_counter() - t0
       records.append(report.append_record(workdir, record, write=primary))
       healthy = np.asarray([i not in diverged for i in range(num)])
-      _say(report.progress_line(epoch, epochs, record["train"], record.get("eval"), healthy, record["seconds"]))
+      _say(report.progress_line(epoch, epochs, record["train"], record.get("eval"), healthy, record["seconds"],
+                                program.variant.headline))
       bar.update(1)
       stopping = stop() or mngr.reached_preemption(epoch * spe)
       if epoch % config.checkpoint.every_epochs == 0 or epoch == epochs or stopping:
@@ -219,31 +169,34 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
 
   summary = report.summarize(records, members, diverged, data.eval_name)
   summary["steps_per_epoch"] = spe
+  summary["parameters"] = parameters
   if primary:
     report.write_summary(workdir, summary)
   if config.train.figures:
     params = sharding.to_host(state.params)  # a collective across hosts: every process takes part
     if primary:
-      _figures(workdir, records, members, model, params, data, config)
+      _figures(workdir, records, members, program, params, data)
   return summary
 
 
-def _figures(workdir, records, members, model, params, data, config) -> None:
+def _figures(workdir, records, members, program, params, data) -> None:
+  config, variant = program.config, program.variant
   figdir = os.path.join(workdir, "figures")
-  key = "neg_elbo" if config.variant == "vae" else "recon_mse"
   plots.loss_curves(records, members, os.path.join(figdir, "loss_curves.png"), metric="loss",
-                    title=f"{config.variant}: training loss and held-out loss (mean ± std over seeds)")
-  if key != "loss":
-    plots.loss_curves(records, members, os.path.join(figdir, f"{key}_curves.png"), metric=key)
+                    title=f"{variant.name}: training loss and held-out loss (mean ± std over seeds)")
+  if variant.headline != "loss":
+    plots.loss_curves(records, members, os.path.join(figdir, f"{variant.headline}_curves.png"), metric=variant.headline)
+  if len(program.net.data_shape) != 3:
+    return  # reconstructions are drawn for images
   images = data.eval.x[:10]
   rows, labels = [data_lib.to_float(images)], ["input"]
   for g in sorted({m["setting_index"] for m in members}):
     i = next(j for j, m in enumerate(members) if m["setting_index"] == g)
-    rows.append(analysis.reconstruct(model, analysis.member_params(params, i), images, config))
+    rows.append(analysis.reconstruct(program.net, analysis.member_params(params, i), images, config))
     setting = ",".join(f"{k.split('.')[-1]}={v}" for k, v in members[i]["setting"].items())
     labels.append(f"seed {members[i]['seed']} {setting}".strip())
   plots.image_rows(rows, labels, os.path.join(figdir, "reconstructions.png"),
-                   title=f"{config.variant}: held-out images and reconstructions")
+                   title=f"{variant.name}: held-out images and reconstructions")
 
 
 def train_and_evaluate(config, workdir: str, fresh: bool = False, on_corrupt: str = "fail") -> dict:
@@ -257,12 +210,13 @@ def train_and_evaluate(config, workdir: str, fresh: bool = False, on_corrupt: st
   configs.validate(config)
   groups = sweep.groups(config)
   data = data_lib.load(config.data)
-  for g in groups:
-    models.check_image_shape(g.config, data.train.x.shape[1:])
+  for g in groups:  # everything that can be refused is refused before the workdir is touched
+    configs.variant_of(g.config).check_data(g.config, data)
+    train.build_net(g.config, data.train.x.shape[1:])  # shapes; the contract of the user's own modules
     train.steps_per_call(g.config, len(data.train))
     sharding.member_mesh(len(g.members))  # several processes: the members must split evenly over them
   if fresh and sharding.is_primary():
-    clear_workdir(workdir)
+    workdir_lib.clear(workdir)
   sharding.barrier("jaxae_workdir_ready")  # no process opens the workdir while process 0 clears it
   swept = list(configs.parse_sweep(config))
   if len(groups) == 1:
@@ -270,7 +224,8 @@ def train_and_evaluate(config, workdir: str, fresh: bool = False, on_corrupt: st
     if swept and "interrupted" not in summary and config.train.figures and sharding.is_primary():
       plots.sweep_figures(sweep.points([(groups[0], summary)]), swept, os.path.join(workdir, "figures"))
     return summary
-  _say(f"the sweep changes array shapes or code ({', '.join(k for k in swept if k not in configs.VMAPPABLE)}): "
+  static = [k for k in swept if k not in sweep.dynamic_keys(config, configs.parse_sweep(config))]
+  _say(f"the sweep changes array shapes or code ({', '.join(static)}): "
        f"training {len(groups)} separately compiled groups, each with {len(groups[0].members)} members in one program")
   out = {}
   for g in groups:

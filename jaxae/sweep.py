@@ -1,7 +1,7 @@
 """Hyperparameter grids: which members share one compiled program, and what each member trains with.
 
 A run's members are (setting, seed) pairs. Settings differ only in sweepable scalars
-(configs.VMAPPABLE), carried as per-member arrays, so the whole grid x seeds is one leading axis of
+(configs.sweepable: the optimizer's and the variant's `hparams`), carried as per-member arrays, so the whole grid x seeds is one leading axis of
 one vmapped program. Keys that change shapes or code (latent size, widths, k, batch size, variant)
 cannot share a program: each of their combinations is a separate *group*, compiled on its own, in
 the same invocation.
@@ -42,25 +42,61 @@ def _grid(sweep: dict[str, list]) -> list[dict]:
   return [dict(zip(keys, combo)) for combo in itertools.product(*(sweep[k] for k in keys))]
 
 
+def dynamic_keys(config, sweep: dict[str, list]) -> list[str]:
+  """The swept keys that members of one program can differ in: sweepable for every variant in the sweep.
+
+  Raises ConfigError for a key that is another variant's hyperparameter but not one of this variant's
+  (sweeping it would train identical members).
+  """
+  from jaxae import variants
+
+  per_variant = [configs.sweepable(configs.with_values(config, {"variant": name}))
+                 for name in sweep.get("variant", [config.variant])]
+  others = {key for v in variants.all_variants() for key in v.hparams.values()}
+  dynamic = []
+  for key in sweep:
+    used = [key in keys for keys in per_variant]
+    if all(used):
+      dynamic.append(key)
+    elif key in others and not any(used):
+      raise configs.ConfigError(f"sweep key {key!r} has no effect on variant {config.variant!r}: it is a "
+                                f"hyperparameter of {', '.join(v.name for v in variants.all_variants() if key in v.hparams.values())}")
+  return dynamic
+
+
 def groups(config) -> list[Group]:
-  """Splits `config.sweep` into compiled groups. Raises ConfigError for a bad sweep."""
+  """Splits `config.sweep` into compiled groups. Raises ConfigError for a bad sweep or a bad swept value.
+
+  Every setting of the grid is validated like a base config before anything runs.
+  """
   sweep = configs.parse_sweep(config)
-  dynamic = {k: v for k, v in sweep.items() if k in configs.VMAPPABLE}
-  static = {k: v for k, v in sweep.items() if k not in configs.VMAPPABLE}
+  dyn = dynamic_keys(config, sweep)
+  dynamic = {k: v for k, v in sweep.items() if k in dyn}
+  static = {k: v for k, v in sweep.items() if k not in dyn}
+  for key, values in dynamic.items():
+    for v in values:
+      if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise configs.ConfigError(f"sweep[{key!r}] value {v!r} must be a number (the key is swept in one program)")
   settings = tuple(_grid(dynamic)) if dynamic else ({},)
   out = []
   for values in (_grid(static) if static else [{}]):
     group_config = configs.with_values(config, values)
     configs.validate(group_config)
+    for setting in settings:
+      if setting:
+        try:
+          configs.validate(configs.with_values(group_config, setting))
+        except configs.ConfigError as e:
+          raise configs.ConfigError(f"sweep setting {setting}: {e}") from None
     name = ",".join(f"{k}={v}" for k, v in values.items())
     out.append(Group(name, group_config, settings, values))
   return out
 
 
 def member_hparams(group: Group) -> dict[str, np.ndarray]:
-  """{hparam name: float32 (num_members,)}: every sweepable scalar, per member."""
+  """{hparam name: float32 (num_members,)}: the group's sweepable scalars (configs.sweepable), per member."""
   out = {}
-  for key, name in configs.VMAPPABLE.items():
+  for key, name in configs.sweepable(group.config).items():
     base = configs.get(group.config, key)
     out[name] = np.asarray([float(group.settings[g].get(key, base)) for g, _ in group.members], np.float32)
   return out

@@ -6,7 +6,7 @@ same result as the same seed trained alone, and a resumed run is the same as an 
 
   params init   fold_in(key, 0)
   data order    fold_in(fold_in(key, 1), epoch)   a permutation of the training set per epoch
-  step noise    fold_in(fold_in(key, 2), step)    corruption, reparameterization
+  step noise    fold_in(fold_in(key, 2), step)    corruption, reparameterization, dropout
   evaluation    fold_in(key, 3)                   the same VAE samples at every evaluation
 
 Each epoch has floor(N / batch_size) steps: the remainder (different images each epoch) is dropped
@@ -15,29 +15,32 @@ so every step has the same shape and the epoch compiles once.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 from typing import Any, Callable
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax.training import train_state
 
 from jaxae import data as data_lib
-from jaxae import objectives, optim, sharding
+from jaxae import configs, models, optim, sharding, sweep
 
 
 class TrainState(train_state.TrainState):
-  """flax TrainState + the member's seed key, its sweepable hyperparameters and running metric sums.
+  """flax TrainState + the member's seed key, its sweepable hyperparameters, running metric sums and
+  the variant's running state.
 
   Under the member axis every leaf has a leading dimension M (number of members); `step` is then
   (M,) int32 with equal entries: read it with `global_step(state)`.
   """
 
   rng: jax.Array  # typed PRNG key of the member's seed
-  hparams: dict  # {name: float32 scalar}, see configs.VMAPPABLE
+  hparams: dict  # {name: float32 scalar}, see configs.sweepable
   metric_sums: dict  # sums of per-step training metrics since the epoch started
+  aux: Any = None  # the variant's running state (Variant.init_aux), None for most variants
 
 
 def steps_per_epoch(num_train: int, batch_size: int) -> int:
@@ -59,18 +62,6 @@ def steps_per_call(config, num_train: int) -> int:
 
 def member_key(seed: int) -> jax.Array:
   return jax.random.key(seed)
-
-
-@flax.struct.dataclass
-class Program:
-  """The compiled pieces of one group: built once per (config, data shape), reused every epoch."""
-
-  init: Callable = flax.struct.field(pytree_node=False)  # (seeds uint32 (M,), hparams) -> TrainState
-  epoch_order: Callable = flax.struct.field(pytree_node=False)  # (state, epoch) -> (M, steps, B) int32
-  train_chunk: Callable = flax.struct.field(pytree_node=False)  # (state, x, y, order, offset) -> state
-  evaluate: Callable = flax.struct.field(pytree_node=False)  # (state, x, y) -> {metric: (M, ...)}
-  steps_per_epoch: int = flax.struct.field(pytree_node=False)
-  chunk: int = flax.struct.field(pytree_node=False)
 
 
 def resolve_member_loop(config, num_devices: int = 1) -> str:
@@ -110,53 +101,154 @@ def compiler_options(config) -> dict:
   return dict(CPU_BCE_COMPILER_OPTIONS) if _option_accepted[0] else {}
 
 
-def make_program(config, model, image_shape, num_train: int, member_loop: str = "vmap",
-                 xla_options: dict | None = None) -> Program:
-  """Builds init / epoch_order / train_chunk / evaluate for a config, over a leading member axis.
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """The compiled pieces of one group and what they were built from: made once per (config, data shape).
+
+  `init_state()` / `abstract_state()` give the members' initial TrainState (or its shapes, the
+  checkpoint restore target); the callables take and return states with a leading member axis.
+  """
+
+  config: Any
+  variant: Any  # variants.Variant
+  net: models.Net
+  seeds: tuple[int, ...]  # one per member
+  hparams: dict  # {name: float32 (M,)} per-member sweepable scalars
+  init: Callable  # (seeds uint32 (M,), hparams) -> TrainState
+  epoch_order: Callable  # (state, epoch) -> (M, steps, B) int32
+  train_chunk: Callable  # (state, x, y, order, offset) -> state
+  evaluate: Callable  # (state, x, y) -> {metric: (M, ...)}
+  steps_per_epoch: int
+  chunk: int
+  member_sharding: Any = None  # where init_state places the member axis (None: the default device)
+
+  def init_state(self) -> TrainState:
+    """Initial TrainState of every member; with a member sharding each process initializes only its own."""
+    init = jax.jit(self.init, out_shardings=self.member_sharding)
+    return init(np.asarray(self.seeds, np.uint32), {k: np.asarray(v) for k, v in self.hparams.items()})
+
+  def abstract_state(self) -> Any:
+    """jax.eval_shape of init_state (no arrays allocated), with the member sharding attached."""
+    shapes = jax.eval_shape(self.init, np.asarray(self.seeds, np.uint32), {k: np.asarray(v) for k, v in self.hparams.items()})
+    if self.member_sharding is None:
+      return shapes
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=self.member_sharding), shapes)
+
+  def params_abstract(self) -> Any:
+    """Shapes of one member's parameters."""
+    return jax.eval_shape(lambda: self.net.init(jax.random.key(0), jnp.zeros((1, *self.net.data_shape))))
+
+
+def build_net(config, data_shape) -> models.Net:
+  """The network of `config` for inputs of `data_shape`, with the latent layers and heads its variant needs.
+
+  Raises models.NetworkError when the data do not fit the network.
+  """
+  variant = configs.variant_of(config)
+  if variant.network is not None:
+    return variant.network(config, tuple(data_shape))
+  return models.build(config.model, data_shape, gaussian=variant.encoder == "gaussian", heads=variant.heads(config))
+
+
+def build(group, data_shape, num_train: int, mesh=None, member_loop: str | None = None,
+          xla_options: dict | None = None, net: models.Net | None = None) -> Program:
+  """Builds the program of a sweep group (or of a config without static sweep keys) for the data.
+
+  group: a sweep.Group, or a config (its only group is used); data_shape: one input's shape;
+  num_train: training examples. mesh: the member mesh (sharding.member_mesh) or None for one device;
+  member_loop: 'vmap' | 'map' (default: resolve_member_loop); xla_options: XLA compiler options of
+  train_chunk / evaluate (None = compiler_options(config)); net: a network to use instead of
+  build_net's (benchmarks compare implementations). Raises ValueError for a batch or steps_per_call
+  that does not fit the data, models.NetworkError for a network that does not fit.
+  """
+  if not isinstance(group, sweep.Group):
+    group = sweep.groups(group)[0]
+  config = group.config
+  net = net or build_net(config, data_shape)
+  member_loop = member_loop or resolve_member_loop(config, mesh.size if mesh is not None else 1)
+  fns = make_program(config, net, num_train, member_loop, xla_options)
+  return Program(config=config, variant=configs.variant_of(config), net=net, seeds=tuple(s for _, s in group.members),
+                 hparams=sweep.member_hparams(group), member_sharding=sharding.members_sharding(mesh) if mesh else None,
+                 **fns)
+
+
+def step_key(state: TrainState) -> jax.Array:
+  """The member's key for this step's randomness (corruption, sampling, dropout)."""
+  return jax.random.fold_in(jax.random.fold_in(state.rng, 2), state.step)
+
+
+def reported(metrics: dict) -> dict:
+  """The metrics that are averaged and reported (names starting with '_' are the variant's internals)."""
+  return {k: v for k, v in metrics.items() if not k.startswith("_")}
+
+
+def train_step(state: TrainState, x_all, y_all, idx, *, loss_fn: Callable, transform_grads: Callable | None = None,
+               constrain: Callable | None = None) -> TrainState:
+  """One optimizer step of one member on the batch `idx` of the (device-resident) training data.
+
+  x_all (N, *data_shape) uint8 or float32, y_all (N,) int32, idx (B,) int32. The loss's metrics are
+  added to `state.metric_sums`; a variant's running state comes back as metrics['_aux'].
+  `transform_grads(params, grads)` and `constrain(params)` are the variant's optional hooks.
+  """
+  batch = {"x": data_lib.to_float(x_all[idx]), "y": y_all[idx]}
+  if state.aux is not None:
+    batch["aux"] = state.aux
+  grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, state.hparams, batch, step_key(state), True)
+  if transform_grads is not None:
+    grads = transform_grads(state.params, grads)
+  state = state.apply_gradients(grads=grads)
+  if constrain is not None:
+    state = state.replace(params=constrain(state.params))
+  aux = metrics.pop("_aux", state.aux)
+  return state.replace(aux=aux, metric_sums=jax.tree.map(jnp.add, state.metric_sums, reported(metrics)))
+
+
+def make_program(config, net: models.Net, num_train: int, member_loop: str = "vmap",
+                 xla_options: dict | None = None) -> dict:
+  """init / epoch_order / train_chunk / evaluate of a config, over a leading member axis (see Program).
 
   member_loop ('vmap' | 'map', see resolve_member_loop) decides how train_chunk and evaluate step
   through members; both compute each member exactly as if it were trained alone (up to float
   rounding), in one compiled program.
 
-  xla_options: XLA compiler options of train_chunk / evaluate; None = compiler_options(config).
-
   `train_chunk` runs `chunk` consecutive steps: with train.steps_per_call=0 the whole epoch is one
   `lax.scan` (one dispatch per epoch); with 1 it is a single step called from a Python loop (a stop
   signal is then honoured after any step). Any other value scans that many steps per call.
   """
+  variant = configs.variant_of(config)
   spe = steps_per_epoch(num_train, config.train.batch_size)
   chunk = steps_per_call(config, num_train)
   batch = config.train.batch_size
   xla_options = compiler_options(config) if xla_options is None else xla_options
-  loss_fn = objectives.make_loss_fn(config, model)
+  loss_fn = variant.make_loss(config, net)
+  constrain = variant.constrain(config) if variant.constrain else None
+  step = functools.partial(train_step, loss_fn=loss_fn, constrain=constrain,
+                           transform_grads=variant.transform_grads(config) if variant.transform_grads else None)
+  finalize = variant.finalize or (lambda m: m)
   tx = optim.make_optimizer(config, spe)
-  sample = jnp.zeros((1, *image_shape), jnp.float32)
+  sample = jnp.zeros((1, *net.data_shape), jnp.float32)
 
   def init_member(key, hp):
-    params = model.init(jax.random.fold_in(key, 0), sample)
+    params = net.init(jax.random.fold_in(key, 0), sample)
+    if constrain is not None:
+      params = constrain(params)
     opt_state = optim.set_hyperparams(tx.init(params), hp["learning_rate"], hp["weight_decay"])
-    metric_shapes = jax.eval_shape(lambda: loss_fn(params, hp, sample, jnp.zeros((1,), jnp.int32), key, True)[1])
+    aux = variant.init_aux(config, net, net.data_shape) if variant.init_aux else None
+    batch1 = {"x": sample, "y": jnp.zeros((1,), jnp.int32), **({"aux": aux} if aux is not None else {})}
+    metric_shapes = jax.eval_shape(lambda: reported(loss_fn(params, hp, batch1, key, True)[1]))
     sums = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes)
-    return TrainState(step=jnp.zeros([], jnp.int32), apply_fn=model.apply, params=params, tx=tx,
-                      opt_state=opt_state, rng=key, hparams=hp, metric_sums=sums)
+    return TrainState(step=jnp.zeros([], jnp.int32), apply_fn=net.module.apply, params=params, tx=tx,
+                      opt_state=opt_state, rng=key, hparams=hp, metric_sums=sums, aux=aux)
 
   def order_member(state, epoch):
     perm = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(state.rng, 1), epoch), num_train)
     return perm[: spe * batch].reshape(spe, batch).astype(jnp.int32)
 
-  def train_step(state, x_all, y_all, idx):
-    x = data_lib.to_float(x_all[idx])
-    y = y_all[idx]
-    key = jax.random.fold_in(jax.random.fold_in(state.rng, 2), state.step)
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, state.hparams, x, y, key, True)
-    state = state.apply_gradients(grads=grads)
-    return state.replace(metric_sums=jax.tree.map(jnp.add, state.metric_sums, metrics))
-
   def chunk_member(state, x_all, y_all, order, offset):
     idx = jax.lax.dynamic_slice_in_dim(order, offset, chunk, axis=0)
     if chunk == 1:
-      return train_step(state, x_all, y_all, idx[0])
-    body = lambda s, i: (train_step(s, x_all, y_all, i), None)
+      return step(state, x_all, y_all, idx[0])
+    body = lambda s, i: (step(s, x_all, y_all, i), None)
     return jax.lax.scan(body, state, idx, unroll=config.train.unroll)[0]
 
   eval_bs = config.train.eval_batch_size
@@ -166,9 +258,10 @@ def make_program(config, model, image_shape, num_train: int, member_loop: str = 
     bs = min(eval_bs, n)
     full, rest = divmod(n, bs)
     key = jax.random.fold_in(state.rng, 3)
+    aux = {} if state.aux is None else {"aux": state.aux}
 
     def batch_metrics(x, y):
-      return loss_fn(state.params, state.hparams, data_lib.to_float(x), y, key, False)[1]
+      return reported(loss_fn(state.params, state.hparams, {"x": data_lib.to_float(x), "y": y, **aux}, key, False)[1])
 
     xs = x_all[: full * bs].reshape(full, bs, *x_all.shape[1:])
     ys = y_all[: full * bs].reshape(full, bs)
@@ -177,7 +270,7 @@ def make_program(config, model, image_shape, num_train: int, member_loop: str = 
     if rest:  # the remainder is its own (smaller) batch, weighted by its size
       last = batch_metrics(x_all[full * bs:], y_all[full * bs:])
       total = jax.tree.map(lambda t, m: t + m * rest, total, last)
-    return jax.tree.map(lambda t: t / n, total)
+    return finalize(jax.tree.map(lambda t: t / n, total))
 
   if member_loop == "map":
     chunk_all = lambda s, x, y, o, off: jax.lax.map(lambda so: chunk_member(so[0], x, y, so[1], off), (s, o))
@@ -187,7 +280,7 @@ def make_program(config, model, image_shape, num_train: int, member_loop: str = 
     eval_all = jax.vmap(eval_member, in_axes=(0, None, None))
   else:
     raise ValueError(f"member_loop={member_loop!r} must be 'vmap' or 'map'")
-  return Program(
+  return dict(
       init=jax.vmap(lambda seed, hp: init_member(member_key(seed), hp)),
       epoch_order=jax.jit(jax.vmap(order_member, in_axes=(0, None))),
       train_chunk=jax.jit(chunk_all, donate_argnums=0, compiler_options=xla_options),
@@ -226,20 +319,7 @@ def take_epoch_metrics(program: Program, state: TrainState) -> tuple[TrainState,
   """
   sums = sharding.to_host(state.metric_sums)
   means = {k: np.asarray(v) / program.steps_per_epoch for k, v in sums.items()}
+  if program.variant.finalize is not None:
+    means = {k: np.asarray(v) for k, v in jax.vmap(program.variant.finalize)(means).items()}
   zeros = jax.tree.map(jnp.zeros_like, state.metric_sums)
   return state.replace(metric_sums=zeros), means
-
-
-def init_state(program: Program, seeds: list[int], hparams: dict[str, np.ndarray], out_sharding=None) -> TrainState:
-  """Initial TrainState for members with these seeds (one per member) and per-member hparams.
-
-  `out_sharding` (e.g. sharding.members_sharding(mesh)) places every leaf's member axis; each process
-  then initializes only its own members.
-  """
-  init = jax.jit(program.init, out_shardings=out_sharding)
-  return init(np.asarray(seeds, np.uint32), {k: np.asarray(v) for k, v in hparams.items()})
-
-
-def abstract_state(program: Program, seeds: list[int], hparams: dict[str, np.ndarray]) -> Any:
-  """jax.eval_shape of init_state: the restore target for checkpoints (no arrays allocated)."""
-  return jax.eval_shape(program.init, np.asarray(seeds, np.uint32), {k: np.asarray(v) for k, v in hparams.items()})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import sys
 
 import pytest
 
@@ -86,3 +87,24 @@ def tiny_config(variant_file: str = "vanilla", **overrides):
 @pytest.fixture
 def tiny():
   return tiny_config
+
+
+def run_main(monkeypatch, capsys, *argv):
+  """Runs `python -m jaxae.main ARGV` in this process (flags re-parsed); returns (exit code, stdout, stderr).
+
+  In-process, so a variant or module defined by a test is visible to the run.
+  """
+  from absl import flags
+
+  from jaxae import main
+
+  argv = ["jaxae", *argv]
+  monkeypatch.setattr(sys, "argv", argv)  # config_flags reads its overrides from sys.argv
+  for name in [n for n in flags.FLAGS if n.startswith("config.")]:  # overrides are defined per parse
+    delattr(flags.FLAGS, name)
+  flags.FLAGS.unparse_flags()
+  rest = flags.FLAGS(argv)
+  capsys.readouterr()
+  rc = main.main(rest)
+  out, err = capsys.readouterr()
+  return rc, out, err

@@ -21,13 +21,17 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import ROOT, tiny_config
-from jaxae import analysis, checkpoints, configs, models, report, sweep, train
+from conftest import ROOT, run_main, tiny_config
+import jaxae
+from jaxae import analysis, checkpoints, configs, report, train
+from jaxae import workdir as workdir_lib
 from jaxae import data as data_lib
 from jaxae import run as run_lib
 
 SPE = 8  # 256 training images / batch 32
-BASE = dict(num_seeds=3, train__steps_per_call=2, train__epochs=5, checkpoint__every_epochs=2, checkpoint__keep=2)
+# Dropout too: its keys, like the corruption's, must be pure functions of (seed, step) for resume to be exact.
+BASE = dict(num_seeds=3, train__steps_per_call=2, train__epochs=5, checkpoint__every_epochs=2, checkpoint__keep=2,
+            model__dropout=0.1)
 
 
 def cfg(**overrides):
@@ -70,7 +74,7 @@ def cli_args(config_file="denoising", **overrides):
   c = tiny_config(config_file, **{**BASE, **overrides})
   keys = ["num_seeds", "train.epochs", "train.batch_size", "train.progress", "train.figures", "train.steps_per_call",
           "train.eval_every", "data.max_train", "data.max_eval", "model.hidden", "model.latent_dim",
-          "model.conv_channels", "loss.topk", "checkpoint.every_epochs", "checkpoint.keep"]
+          "model.conv_channels", "model.dropout", "loss.topk", "checkpoint.every_epochs", "checkpoint.keep"]
   out = [f"--config={ROOT / 'configs' / (config_file + '.py')}"]
   for k in keys:
     v = configs.get(c, k)
@@ -80,20 +84,7 @@ def cli_args(config_file="denoising", **overrides):
 
 def cli(monkeypatch, capsys, workdir, *args):
   """Runs jaxae.main.main in this process (flags re-parsed); returns (exit code, stdout, stderr)."""
-  from absl import flags
-
-  from jaxae import main
-
-  argv = ["jaxae", f"--workdir={workdir}", *args]
-  monkeypatch.setattr(sys, "argv", argv)  # config_flags reads its overrides from sys.argv
-  for name in [n for n in flags.FLAGS if n.startswith("config.")]:  # overrides are defined per parse
-    delattr(flags.FLAGS, name)
-  flags.FLAGS.unparse_flags()
-  rest = flags.FLAGS(argv)
-  capsys.readouterr()
-  rc = main.main(rest)
-  out, err = capsys.readouterr()
-  return rc, out, err
+  return run_main(monkeypatch, capsys, f"--workdir={workdir}", *args)
 
 
 @pytest.fixture(scope="module")
@@ -151,17 +142,17 @@ def test_stop_mid_epoch_then_resume_is_bit_identical(reference, tmp_path, monkey
 def test_load_run_every_seed_one_seed_and_reconstructs(reference, tmp_path):
   wd = reference[0]
   _, params, _ = raw_checkpoint(wd)
-  run = checkpoints.load_run(str(wd))
+  run = jaxae.load_run(str(wd))
   assert [m["seed"] for m in run.members] == [0, 1, 2] and run.epoch == 5 and run.step == 5 * SPE
   assert_trees_equal(jax.device_get(run.params), params)
-  one = checkpoints.load_run(str(wd), seed=1, setting=0)
+  one = jaxae.load_run(str(wd), seed=1, setting=0)
   assert_trees_equal(jax.device_get(one.params), jax.tree.map(lambda a: a[1], params))
   with pytest.raises(KeyError):
-    checkpoints.load_run(str(wd), seed=7)
+    jaxae.load_run(str(wd), seed=7)
   # No optimizer state is read: a copy without the state item still loads.
   shutil.copytree(wd, tmp_path / "w")
   shutil.rmtree(tmp_path / "w" / "checkpoints" / "40" / "state")
-  two = checkpoints.load_run(str(tmp_path / "w"), seed=2)
+  two = jaxae.load_run(str(tmp_path / "w"), seed=2)
   assert_trees_equal(jax.device_get(two.params), jax.tree.map(lambda a: a[2], params))
   # The model reconstructs held-out images with them, better than the untrained model.
   images = data_lib.load(run.config.data).eval.x[:32]
@@ -185,8 +176,8 @@ def test_changed_config_is_refused_naming_the_keys(reference, monkeypatch, capsy
 
 def test_epochs_change_with_a_decaying_schedule_is_refused():
   flat = lambda **kw: configs.flatten(cfg(**kw))
-  assert checkpoints.incompatible_keys(flat(), flat(train__epochs=9, train__eval_every=3)) == []
-  assert checkpoints.incompatible_keys(flat(optimizer__schedule="cosine"),
+  assert workdir_lib.incompatible_keys(flat(), flat(train__epochs=9, train__eval_every=3)) == []
+  assert workdir_lib.incompatible_keys(flat(optimizer__schedule="cosine"),
                                        flat(optimizer__schedule="cosine", train__epochs=9)) == ["train.epochs"]
 
 
@@ -234,10 +225,7 @@ def test_damaged_checkpoint_names_step_and_falls_back(reference, tmp_path, monke
 
 def _abstract(config):
   data = data_lib.load(config.data)
-  group = sweep.groups(config)[0]
-  model = models.make_model(config, data.train.x.shape[1:])
-  program = train.make_program(config, model, data.train.x.shape[1:], len(data.train))
-  return train.abstract_state(program, [m[1] for m in group.members], sweep.member_hparams(group))
+  return train.build(config, data.train.x.shape[1:], len(data.train)).abstract_state()
 
 
 def test_state_tree_from_other_code_is_a_mismatch_not_damage(reference):

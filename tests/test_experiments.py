@@ -133,7 +133,7 @@ def test_sparse_contractive(bottleneck, tmp_path, mnist_test_dir):
   eps = 1e-3
   for i in range(2):
     bumps = np.concatenate([x[i] + eps * np.eye(784), x[i] - eps * np.eye(784)]).reshape(-1, 28, 28, 1)
-    z = np.asarray(run.model.apply(run.params, jax.numpy.asarray(bumps, jax.numpy.float32), method=run.model.encode),
+    z = np.asarray(run.model.encode(run.params, jax.numpy.asarray(bumps, jax.numpy.float32)),
                    np.float64)
     fd = (z[:784] - z[784:]) / (2 * eps)
     np.testing.assert_allclose(np.sum(fd ** 2), jac["contractive"][0]["first4_per_image"][i], rtol=0.02)

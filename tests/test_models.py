@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxae import models
+from jaxae import models, train
 
 from conftest import tiny_config
 
@@ -14,30 +14,30 @@ from conftest import tiny_config
                                                ("conv", "resize"), ("conv", "depth_to_space")])
 def test_shapes_and_dtypes(backbone, upsample):
   config = tiny_config(model__backbone=backbone, model__upsample=upsample)
-  model = models.make_model(config, (28, 28, 1))
+  net = train.build_net(config, (28, 28, 1))
   x = jnp.zeros((3, 28, 28, 1))
-  params = model.init(jax.random.key(0), x)
-  z = model.apply(params, x, method=model.encode)
+  params = net.init(jax.random.key(0), x)
+  z = net.encode(params, x)
   assert z.shape == (3, config.model.latent_dim) and z.dtype == jnp.float32
-  logits = model.apply(params, z, method=model.decode)
+  logits = net.decode(params, z)
   assert logits.shape == (3, 28, 28, 1) and logits.dtype == jnp.float32
 
 
 def test_gaussian_encoder_and_classifier_heads():
-  vae = models.make_model(tiny_config("vae"), (28, 28, 1))
+  vae = train.build_net(tiny_config("vae"), (28, 28, 1))
   x = jnp.ones((2, 28, 28, 1))
   params = vae.init(jax.random.key(0), x)
-  mean, log_var = vae.apply(params, x, method=vae.encode)
+  mean, log_var = vae.encode(params, x)
   assert mean.shape == log_var.shape == (2, 8)
-  sup = models.make_model(tiny_config("supervised"), (28, 28, 1))
+  sup = train.build_net(tiny_config("supervised"), (28, 28, 1))
   params = sup.init(jax.random.key(0), x)
-  z = sup.apply(params, x, method=sup.encode)
-  assert sup.apply(params, z, method=sup.classify).shape == (2, 10)
+  z = sup.encode(params, x)
+  assert sup.head(params, "classifier", z).shape == (2, 10)
 
 
 def test_mlp_is_the_reference_architecture():
   config = tiny_config(model__hidden=(512, 256), model__latent_dim=32)
-  params = models.make_model(config, (28, 28, 1)).init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+  params = train.build_net(config, (28, 28, 1)).init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
   p = params["params"]
   enc = [p["encoder"][n]["kernel"].shape for n in ("Dense_0", "Dense_1", "latent")]
   dec = [p["decoder"][n]["kernel"].shape for n in ("Dense_0", "Dense_1", "Dense_2")]
@@ -46,31 +46,39 @@ def test_mlp_is_the_reference_architecture():
 
 def test_pytorch_init_is_uniform_with_fan_in_bound():
   config = tiny_config(model__init="pytorch", model__hidden=(512, 256))
-  params = models.make_model(config, (28, 28, 1)).init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+  params = train.build_net(config, (28, 28, 1)).init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
   w = np.asarray(params["params"]["encoder"]["Dense_0"]["kernel"])  # fan_in 784
   b = np.asarray(params["params"]["encoder"]["Dense_0"]["bias"])
   bound = 1 / np.sqrt(784)
   assert np.abs(w).max() <= bound and np.abs(w).max() > 0.99 * bound
   assert np.std(w) == pytest.approx(bound / np.sqrt(3), rel=0.01)  # variance of U(-a, a) is a^2 / 3
   assert np.abs(b).max() <= bound and np.std(b) > 0.5 * bound / np.sqrt(3)
-  flax_params = models.make_model(tiny_config(model__hidden=(512, 256)), (28, 28, 1)).init(
+  flax_params = train.build_net(tiny_config(model__hidden=(512, 256)), (28, 28, 1)).init(
       jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
   assert np.all(np.asarray(flax_params["params"]["encoder"]["Dense_0"]["bias"]) == 0)  # flax: zero bias
 
 
 def test_conv_backbone_rejects_images_it_cannot_downsample():
-  with pytest.raises(ValueError, match="multiples of 4"):
-    models.make_model(tiny_config(model__backbone="conv"), (30, 30, 1))
-  models.make_model(tiny_config(model__backbone="mlp"), (30, 30, 1))  # the MLP takes any size
+  with pytest.raises(models.NetworkError, match="multiples of 4"):
+    train.build_net(tiny_config(model__backbone="conv"), (30, 30, 1))
+  with pytest.raises(models.NetworkError, match="vectors"):
+    train.build_net(tiny_config(model__backbone="conv"), (64,))
+  train.build_net(tiny_config(model__backbone="mlp"), (30, 30, 1))  # the MLP takes any size...
+  net = train.build_net(tiny_config(model__backbone="mlp"), (30,))  # ...and vectors
+  params = net.init(jax.random.key(0), jnp.zeros((1, 30)))
+  assert net.decode(params, net.encode(params, jnp.zeros((5, 30)))).shape == (5, 30)
 
 
-@pytest.mark.parametrize("upsample", ["transpose", "resize", "depth_to_space"])
-def test_patch_convolutions_equal_flax_convolutions(upsample):
+@pytest.mark.parametrize("upsample, downsample, latent_dim", [
+    ("transpose", "stride", 4), ("resize", "stride", 4), ("depth_to_space", "stride", 4), ("nearest", "maxpool", 0)])
+def test_patch_convolutions_equal_flax_convolutions(upsample, downsample, latent_dim):
   """conv_impl='patches' (matmuls, fast on XLA:CPU) against flax nn.Conv / nn.ConvTranspose: same params,
   outputs and gradients."""
   x = jax.random.uniform(jax.random.key(0), (3, 28, 28, 1))
-  kw = dict(backbone="conv", latent_dim=4, conv_channels=(4, 8), upsample=upsample, init_scheme="pytorch")
-  ref, new = models.Autoencoder(conv_impl="xla", **kw), models.Autoencoder(conv_impl="patches", **kw)
+  config = tiny_config("conv", model__latent_dim=latent_dim, model__upsample=upsample, model__downsample=downsample,
+                       model__init="pytorch")
+  net = train.build_net(config, (28, 28, 1))
+  ref, new = models.with_conv_impl(net, "xla").module, models.with_conv_impl(net, "patches").module
   params = ref.init(jax.random.key(1), x)
   same = new.init(jax.random.key(1), x)
   assert jax.tree.structure(params) == jax.tree.structure(same)

@@ -81,11 +81,9 @@ def test_sharded_train_chunk_has_no_collectives():
       config = tiny_config("vanilla", num_seeds=4, train__steps_per_call=spc)
       group = sweep.groups(config)[0]
       data = data_lib.load(config.data)
-      image_shape = data.train.x.shape[1:]
-      model = models.make_model(config, image_shape)
-      program = train.make_program(config, model, image_shape, len(data.train))
       mesh = sharding.member_mesh(len(group.members))
-      state = train.init_state(program, group.seeds, sweep.member_hparams(group), sharding.members_sharding(mesh))
+      program = train.build(group, data.train.x.shape[1:], len(data.train), mesh, member_loop="vmap")
+      state = program.init_state()
       x, y = sharding.replicate((data.train.x, data.train.labels), mesh)
       order = program.epoch_order(state, 0)
       compiled = program.train_chunk.lower(state, x, y, order, 0).compile()

@@ -6,7 +6,10 @@ import os
 import numpy as np
 import pytest
 
-from jaxae import configs, objectives, sweep
+import dataclasses
+
+from jaxae import configs, sweep, variants
+from jaxae.variants import base as variants_base
 from jaxae.run import train_and_evaluate
 
 from conftest import tiny_config
@@ -37,7 +40,8 @@ def test_grid_results_equal_separate_runs(tmp_path):
 
 def test_one_compilation_for_the_whole_grid(tmp_path, monkeypatch):
   traces = []
-  make = objectives.make_loss_fn
+  denoising = variants.get("denoising")
+  make = denoising.make_loss
 
   def counting(config, model):
     fn = make(config, model)
@@ -48,7 +52,7 @@ def test_one_compilation_for_the_whole_grid(tmp_path, monkeypatch):
 
     return loss_fn
 
-  monkeypatch.setattr(objectives, "make_loss_fn", counting)
+  monkeypatch.setitem(variants_base._REGISTRY, "denoising", dataclasses.replace(denoising, make_loss=counting))
   train_and_evaluate(tiny_config("denoising"), str(tmp_path / "one"))
   single = len(traces)
   traces.clear()
@@ -83,11 +87,16 @@ def test_member_hparams_are_setting_major():
     ('{"loss.beta": []}', "non-empty list"),
     ('{"loss.beta": [[1, 2]]}', "must be a number"),
     ('{"loss.beta": ["big"]}', "must be a number"),
+    ('{"loss.beta": [1, 1.0]}', "lists a value twice"),
+    ('{"loss.beta": [0.5, -1]}', "sweep setting {'loss.beta': -1}: loss.beta=-1.0 must be a non-negative number"),
     ('{"loss": [1]}', "cannot be swept"),
+    ('{"model.latent_dim": [2, -3]}', "model.latent_dim=-3 must be a non-negative integer"),
+    ('{"loss.sparsity_weight": [0.1]}', "has no effect on variant 'vae'"),
     ("loss.beta=1,2", "not a JSON object"),
 ])
 def test_bad_sweeps_are_clear_errors(raw, message):
-  config = tiny_config()
+  config = tiny_config("vae")
   config.sweep = raw
   with pytest.raises(configs.ConfigError, match=message.replace("[", r"\[")):
     configs.validate(config)
+    sweep.groups(config)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jaxae import data as data_lib
-from jaxae import models, report, sweep, train
+from jaxae import report, train
 from jaxae.run import train_and_evaluate
 
 from conftest import ROOT, tiny_config
@@ -19,11 +19,10 @@ from conftest import ROOT, tiny_config
 def _train(config, seeds, epochs=2, member_loop="vmap"):
   """Trains members with these seeds for `epochs` through the real program; returns params and epoch metrics."""
   d = data_lib.load(config.data)
-  shape = d.train.x.shape[1:]
-  program = train.make_program(config, models.make_model(config, shape), shape, len(d.train), member_loop)
-  group = sweep.Group("", config, ({},))
-  hp = {k: np.full(len(seeds), v[0], np.float32) for k, v in sweep.member_hparams(group).items()}
-  state = train.init_state(program, seeds, hp)
+  config.seed, config.num_seeds = seeds[0], len(seeds)
+  assert seeds == list(range(seeds[0], seeds[0] + len(seeds)))
+  program = train.build(config, d.train.x.shape[1:], len(d.train), member_loop=member_loop)
+  state = program.init_state()
   history = []
   for _ in range(epochs):
     state, finished = train.run_epoch(program, state, d.train.x, d.train.labels)
@@ -138,7 +137,8 @@ def test_cli_runs_with_overrides_and_resumes(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--config.variant=wasserstein"], "variant='wasserstein' is not one of"),
     (["--config.optimizer.name=adagrad"], "optimizer.name='adagrad'"),
-    (["--config.model.latent_dim=0"], "model.latent_dim=0 must be a positive integer"),
+    (["--config.model.latent_dim=-1"], "model.latent_dim=-1 must be a non-negative integer"),
+    (["--config.model.latent_dim=0"], "model.latent_dim=0 (a spatial code) needs the built-in model.backbone='conv'"),
     (["--config.train.batch_size=100000"], "batch_size=100000 is larger than the training set"),
     (["--config.data.source=idx:/nonexistent", "--config.data.split=test"], "no t10k-images"),
     (["--config.train.steps_per_call=3"], "steps_per_call=3 must divide the 8 steps"),

@@ -1,0 +1,167 @@
+"""The variant protocol: what jaxae needs to know to train, sweep, checkpoint and report an objective.
+
+A variant is a `Variant` record of plain functions, registered by name (`register`, `get`). Nothing
+outside jaxae/variants/ compares `config.variant` with a name: the run, the reports and the analysis
+ask the variant. A variant in the user's own Python file, imported by their config file, trains
+through `python -m jaxae.main` with seeds, sweeps, checkpoints and resume (README, "Writing your own
+variant").
+
+The objective, `make_loss(config, net) -> loss_fn`, with
+
+    loss_fn(params, hparams, batch, key, train) -> (loss, metrics)
+
+is one member's (one seed, one sweep setting) differentiable loss on one batch:
+  params   the flax variables of the network (`net.init`)
+  hparams  {name: float32 scalar}: the sweepable scalars of `Variant.hparams` (and the optimizer's
+           `learning_rate`, `weight_decay`), traced arrays, so a grid of them is one compiled program
+  batch    {'x': float32 (B, *data_shape), 'y': int32 (B,) labels (zeros when the data have none)};
+           variants with running state (`init_aux`) also find it read-only under 'aux'
+  key      a typed PRNG key, a pure function of (seed, step): corruption, sampling, dropout
+  train    Python bool; False at evaluation (clean inputs, no dropout)
+and returns a float32 scalar loss and {metric name: float32 scalar}. Every objective reports `loss` and
+`recon_mse` (per-element MSE of the reconstruction mean). Metrics whose name starts with '_' are not
+averaged or reported: '_aux' is the variant's updated running state (see `init_aux`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+from jaxae import losses
+
+LossFn = Callable[..., tuple[Any, dict]]
+
+
+def _nothing(*args) -> None:
+  return None
+
+
+def _no_heads(config) -> dict:
+  return {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """One autoencoder objective and everything the framework asks of it.
+
+  name         the value of `config.variant`
+  make_loss    (config, net: models.Net) -> loss_fn, see the module docstring
+  hparams      {hparam name: dotted config key}: the sweepable scalars the loss reads as
+               hparams[name]; sweeping these keys costs no recompilation
+  options      {dotted config key: default}: the config keys this variant adds to base_config()
+               (its hparams' keys included); a key may be declared by several variants with one default
+  encoder      'code' (the encoder outputs the latent) or 'gaussian' ((mean, log_variance))
+  heads        config -> {name: flax module} on the latent (e.g. a classifier), built with the network
+  needs_labels whether training needs labels (a run on unlabelled data is refused with one line)
+  validate     config -> None; raises configs.ConfigError (one line) for values this variant cannot use
+  check_data   (config, data: data.Data) -> None; raises data.DataError for data it cannot use
+  make_code    (config, net) -> (params, x) -> z: the deterministic code at inference (default: the
+               encoder output, its mean for a Gaussian encoder)
+  headline     the held-out metric that progress lines, figures and reports lead with
+  description  one line for listings
+  network      optional (config, data_shape) -> models.Net replacing the built-in network
+  transform_grads optional config -> (params, grads) -> grads, applied before the optimizer
+  constrain    optional config -> params -> params, applied after every update (e.g. unit-norm rows)
+  init_aux     optional (config, net, data_shape) -> pytree: running state carried in the TrainState
+               (per member), passed to the loss as batch['aux'] and replaced by metrics['_aux']
+  finalize     optional metric means -> metric means: turns averaged sufficient statistics into
+               metrics (e.g. FVU = mean squared error / mean variance), one member, after averaging
+  """
+
+  name: str
+  make_loss: Callable[[Any, Any], LossFn]
+  hparams: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  encoder: str = "code"
+  heads: Callable[[Any], dict] = _no_heads
+  needs_labels: bool = False
+  validate: Callable[[Any], None] = _nothing
+  check_data: Callable[[Any, Any], None] = _nothing
+  make_code: Callable[[Any, Any], Callable] | None = None
+  headline: str = "recon_mse"
+  description: str = ""
+  network: Callable[[Any, tuple], Any] | None = None
+  transform_grads: Callable[[Any], Callable] | None = None
+  constrain: Callable[[Any], Callable] | None = None
+  init_aux: Callable[[Any, Any, tuple], Any] | None = None
+  finalize: Callable[[dict], dict] | None = None
+
+  def __post_init__(self):
+    if self.encoder not in ("code", "gaussian"):
+      raise ValueError(f"variant {self.name!r}: encoder={self.encoder!r} must be 'code' or 'gaussian'")
+    missing = [k for k in self.hparams.values() if k not in self.options]
+    if missing:
+      raise ValueError(f"variant {self.name!r}: hparams keys {missing} need a default in `options`")
+
+  def code_fn(self, config, net) -> Callable:
+    """(params, x) -> z, the code used at inference (posterior mean for a Gaussian encoder)."""
+    if self.make_code is not None:
+      return self.make_code(config, net)
+    if self.encoder == "gaussian":
+      return lambda params, x: net.encode(params, x)[0]
+    return lambda params, x: net.encode(params, x)
+
+
+_REGISTRY: dict[str, Variant] = {}
+
+
+def register(variant: Variant, replace: bool = False) -> Variant:
+  """Adds `variant` to the registry under its name; returns it.
+
+  Raises ValueError when the name is taken (unless replace=True), or when one of its options is
+  declared by another variant with a different default.
+  """
+  if variant.name in _REGISTRY and not replace and _REGISTRY[variant.name] is not variant:
+    raise ValueError(f"a variant named {variant.name!r} is already registered")
+  for other in _REGISTRY.values():
+    if other.name == variant.name:
+      continue
+    for key, value in variant.options.items():
+      if key in other.options and other.options[key] != value:
+        raise ValueError(f"variant {variant.name!r} declares {key}={value!r}, variant {other.name!r} {other.options[key]!r}")
+  _REGISTRY[variant.name] = variant
+  return variant
+
+
+def get(name: str) -> Variant:
+  """The registered variant `name`; KeyError listing the registered names otherwise."""
+  try:
+    return _REGISTRY[name]
+  except (KeyError, TypeError):
+    raise KeyError(f"variant={name!r} is not one of {', '.join(map(repr, names()))}") from None
+
+
+def names() -> tuple[str, ...]:
+  return tuple(_REGISTRY)
+
+
+def all_variants() -> tuple[Variant, ...]:
+  return tuple(_REGISTRY.values())
+
+
+# Helpers for objectives: the shared reconstruction term, so a variant states only what is its own.
+
+def reconstruction(config, net) -> Callable:
+  """(logits, x) -> (loss, metrics): the decoder's likelihood term of `loss.reconstruction`.
+
+  'mse': per-element MSE of the reconstruction mean (Gaussian likelihood up to constants);
+  'bce': Bernoulli cross-entropy from logits in nats per example (sum over elements), reported also
+  as `recon_bce`. metrics always hold `recon_mse`.
+  """
+  kind = config.loss.reconstruction
+
+  def term(logits, x):
+    mse = losses.mse(net.mean(logits), x)
+    if kind == "bce":
+      bce = losses.bce_with_logits(logits, x)
+      return bce, {"recon_bce": bce, "recon_mse": mse}
+    return mse, {"recon_mse": mse}
+
+  return term
+
+
+def autoencode(net, params, x_in, key, train: bool):
+  """(z, logits): encode `x_in`, decode the code. Dropout keys come from `key` when training."""
+  z = net.encode(params, x_in, key, train)
+  return z, net.decode(params, z, key, train)

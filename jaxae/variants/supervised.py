@@ -1,0 +1,57 @@
+"""Supervised autoencoder: reconstruction + classifier_weight * cross-entropy of a classifier head on
+the latent (Le, Patterson & White 2018, "Supervised autoencoders"). The head is `model.classifier_hidden`
+layers (default none: a linear classifier) with their own activation and dropout."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxae import configs, losses, models
+from jaxae import data as data_lib
+from jaxae.variants import base
+
+
+def make_loss(config, net):
+  recon = base.reconstruction(config, net)
+
+  def loss_fn(params, hp, batch, key, train):
+    x, y = batch["x"], batch["y"]
+    z, logits = base.autoencode(net, params, x, key, train)
+    loss, metrics = recon(logits, x)
+    class_logits = net.head(params, "classifier", z, key, train)
+    ce = losses.cross_entropy(class_logits, y)
+    loss = loss + hp["classifier_weight"] * ce
+    accuracy = jnp.mean(jnp.argmax(class_logits, -1) == y)
+    return loss, {**metrics, "cross_entropy": ce, "accuracy": accuracy, "loss": loss}
+
+  return loss_fn
+
+
+def heads(config) -> dict:
+  m = config.model
+  return {"classifier": models.MLPHead(config.loss.num_classes, tuple(m.classifier_hidden), m.classifier_activation,
+                                       float(m.classifier_dropout), m.init)}
+
+
+def validate(config) -> None:
+  configs.positive_int(config, "loss.num_classes")
+
+
+def check_data(config, data) -> None:
+  for split, name in ((data.train, "training"), (data.eval, "held-out")):
+    labels = split.labels
+    if labels is None:
+      raise data_lib.DataError(f"variant 'supervised' needs labels: the {name} data have none")
+    labels = np.asarray(labels)
+    bad = (labels < 0) | (labels >= config.loss.num_classes)
+    if bad.any():
+      raise data_lib.DataError(f"variant 'supervised': {name} label {int(labels[bad][0])} is outside [0, "
+                               f"loss.num_classes={config.loss.num_classes})")
+
+
+VARIANT = base.register(base.Variant(
+    name="supervised", make_loss=make_loss, heads=heads, validate=validate, check_data=check_data, needs_labels=True,
+    hparams={"classifier_weight": "loss.classifier_weight"},
+    options={"loss.classifier_weight": 1.0, "loss.num_classes": 10},
+    description="reconstruction + cross-entropy of a classifier head on the latent"))
