@@ -13,6 +13,9 @@ from typing import Any
 
 import ml_collections
 
+from jaxae import sources
+from jaxae.sources import folder
+
 VARIANTS = ("vanilla", "denoising", "sparse", "contractive", "vae", "supervised")
 BACKBONES = ("mlp", "conv", "linear")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
@@ -67,7 +70,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.sweep = ""
 
   c.data = ml_collections.ConfigDict()
-  c.data.source = "embedded"  # 'embedded' | 'idx:DIR' | 'tfds:NAME'
+  c.data.source = "embedded"  # a registered source (jaxae/sources): 'embedded', 'npy:PATH', 'csv:PATH', ...
   c.data.split = "train"
   c.data.eval_source = ""  # '' holds out `holdout_fraction` of the training source (stratified).
   c.data.eval_split = "test"
@@ -75,6 +78,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.max_train = 0  # 0 = all; small values make tests fast.
   c.data.max_eval = 0
   c.data.data_dir = ""  # TFDS data_dir; '' = TFDS default.
+  c.data.labels = ""  # 'npy:PATH': (N,) class indices for the inputs of data.source; '' = the source's own.
+  c.data.channels = 0  # folder: / hf: images: 1 (grayscale) or 3 (RGB); 0 = 1 if every image is grayscale.
+  c.data.image_size = ()  # folder: / hf: images resized to (height, width); () = all must share one size.
+  c.data.label_column = ""  # csv: / hf: the label column, a name or an index; '' = none (hf: 'label').
 
   c.model = ml_collections.ConfigDict()
   c.model.backbone = "mlp"
@@ -227,10 +234,26 @@ def validate(config) -> None:
     raise ConfigError("loss.reconstruction='bce' needs model.output='sigmoid' (the decoder returns Bernoulli logits)")
   if config.variant == "sparse" and config.loss.sparsity == "topk" and config.loss.topk > config.model.latent_dim:
     raise ConfigError(f"loss.topk={config.loss.topk} must be at most model.latent_dim={config.model.latent_dim}")
-  if not isinstance(config.data.source, str) or not (
-      config.data.source == "embedded" or config.data.source.startswith(("idx:", "tfds:"))):
-    raise ConfigError(f"data.source={config.data.source!r} must be 'embedded', 'idx:DIR' or 'tfds:NAME'")
+  _check_data(config)
   parse_sweep(config)
+
+
+def _check_data(config) -> None:
+  data = config.data
+  for key in ("source", "eval_source"):
+    if key == "source" or data[key]:
+      try:
+        sources.lookup(data[key])
+      except sources.DataError:
+        raise ConfigError(f"data.{key}={data[key]!r} must be one of {sources.usages()}") from None
+  if data.labels and not (data.labels.startswith("npy:") and len(data.labels) > 4):
+    raise ConfigError(f"data.labels={data.labels!r} must be '' or 'npy:PATH' (a 1-D array of class indices)")
+  if data.channels not in (0, 1, 3):
+    raise ConfigError(f"data.channels={data.channels!r} must be 1 (grayscale), 3 (RGB) or 0 (as stored)")
+  try:
+    folder.target_size(data.image_size)
+  except sources.DataError as e:
+    raise ConfigError(str(e)) from None
 
 
 def _check_keys(config, known, prefix: str) -> None:
