@@ -13,6 +13,7 @@ from typing import Any
 
 import ml_collections
 
+from jaxae import data as data_lib
 from jaxae import sources
 from jaxae.sources import folder
 
@@ -82,6 +83,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.channels = 0  # folder: / hf: images: 1 (grayscale) or 3 (RGB); 0 = 1 if every image is grayscale.
   c.data.image_size = ()  # folder: / hf: images resized to (height, width); () = all must share one size.
   c.data.label_column = ""  # csv: / hf: the label column, a name or an index; '' = none (hf: 'label').
+  c.data.normalize = "none"  # 'none' | 'minmax' | 'standardize', statistics of the training split.
 
   c.model = ml_collections.ConfigDict()
   c.model.backbone = "mlp"
@@ -254,6 +256,7 @@ def _check_data(config) -> None:
     folder.target_size(data.image_size)
   except sources.DataError as e:
     raise ConfigError(str(e)) from None
+  _choice(config, "data.normalize", data_lib.NORMALIZATIONS)
 
 
 def _check_keys(config, known, prefix: str) -> None:

@@ -8,12 +8,15 @@ reads them in chunks of rows (`row_chunks`), never whole.
 
 `load` checks what every run needs (numbers, finite, shapes, lengths, non-empty splits) and raises a
 one-line `DataError` before anything is written. The run checks what only some variants need with
-`check_labels` (the supervised variant).
+`check_labels` (the supervised variant) and `check_unit_interval` (Bernoulli likelihoods), and fits a
+`Normalizer` (`data.normalize`) on the training split, to store beside its checkpoints so that new
+data is scaled alike.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Iterator
 
 import numpy as np
@@ -24,10 +27,11 @@ from jaxae.sources.base import DataError, Options, Split, has_labels
 # Re-exported: the readers that experiments and benchmarks call directly.
 from jaxae.sources.embedded import embedded_mnist  # noqa: F401
 from jaxae.sources.idx import idx_dataset  # noqa: F401
-from jaxae.sources.lazy import LazyArray  # noqa: F401
+from jaxae.sources.lazy import LazyArray
 from jaxae.sources.tfds import tfds_dataset  # noqa: F401
 
 CHUNK_BYTES = 1 << 24  # how much of a split `row_chunks` reads at a time (16 MiB), whatever its size
+NORMALIZATIONS = ("none", "minmax", "standardize")
 TRAIN_SUBSET_SEED, EVAL_SUBSET_SEED = 1, 2
 
 
@@ -56,6 +60,11 @@ def row_chunks(x) -> Iterator[np.ndarray]:
   rows = max(1, CHUNK_BYTES // row_bytes)
   for start in range(0, len(x), rows):
     yield x[start:start + rows]
+
+
+def _storage_order(x):
+  """x, or a LazyArray's rows in file order: scans that ignore order then read files front to back."""
+  return x.storage_order() if isinstance(x, LazyArray) else x
 
 
 def check_split(split: Split) -> None:
@@ -93,6 +102,24 @@ def check_labels(split: Split, num_classes: int, who: str) -> None:
   lo, hi = int(split.labels.min()), int(split.labels.max())
   if lo < 0 or hi >= num_classes:
     raise DataError(f"{who} needs labels in [0, {num_classes}), but {split.name} has labels from {lo} to {hi}")
+
+
+def check_unit_interval(split: Split, who: str, normalizer: Normalizer | None = None) -> None:
+  """Raises DataError unless `normalizer.apply(x)` (default: `to_float(x)`) lies in [0, 1].
+
+  For Bernoulli likelihoods (BCE), whose targets are probabilities. uint8 inputs pass without a scan.
+  A minmax normalizer maps its training split into [0, 1]; other data may fall outside.
+  """
+  normalizer = normalizer or Normalizer()
+  if split.x.dtype == np.uint8 and normalizer.kind == "none":
+    return
+  lo, hi = np.inf, -np.inf
+  for chunk in row_chunks(_storage_order(split.x)):
+    scaled = normalizer.apply(chunk)
+    lo, hi = min(lo, float(scaled.min())), max(hi, float(scaled.max()))
+  if lo < 0 or hi > 1:
+    raise DataError(f"{who} needs inputs in [0, 1] (a Bernoulli likelihood), but {split.name} takes values in "
+                    f"[{lo:g}, {hi:g}]: set data.normalize=minmax, or use loss.reconstruction=mse")
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -166,3 +193,76 @@ def to_float(x):
   if x.dtype == np.uint8:
     return x.astype(np.float32) / 255.0
   return x.astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Normalizer:
+  """Feature scaling fitted on the training split: `apply(x) = (to_float(x) - offset) / scale`.
+
+  Statistics are per feature for vectors (N, D) and per channel for images (N, H, W, C), over every
+  pixel (as torchvision's Normalize), so offset and scale are float32 of shape (D,) or (C,) and
+  broadcast over the last axis. kind:
+    'none': apply is `to_float`.
+    'minmax': offset = min, scale = max - min: the training split maps into [0, 1], exactly on numpy
+      arrays (XLA may round the division of jax arrays differently, by an ulp).
+    'standardize': offset = mean, scale = standard deviation (ddof 0): mean 0, std 1.
+  A constant feature gets offset = its value and scale 1 (as scikit-learn's scalers): 0 in training.
+  Statistics are accumulated in float64 over chunks of rows (`row_chunks`) of the values `to_float`
+  gives, so a memory-mapped split is never read whole.
+  """
+  kind: str = "none"
+  offset: np.ndarray | None = None
+  scale: np.ndarray | None = None
+
+  def fit(self, split: Split) -> Normalizer:
+    """A Normalizer of the same kind with statistics of `split`. Raises DataError for an unknown kind."""
+    if self.kind not in NORMALIZATIONS:
+      raise DataError(f"data.normalize={self.kind!r} is not one of {', '.join(map(repr, NORMALIZATIONS))}")
+    if self.kind == "none":
+      return self
+    lo, hi, mean, std = _feature_stats(split.x)
+    lo32, hi32 = lo.astype(np.float32), hi.astype(np.float32)
+    if self.kind == "minmax":  # float32 arithmetic, as in apply, so that max maps to 1.0 exactly
+      offset, scale = lo32, hi32 - lo32
+    else:
+      offset, scale = mean.astype(np.float32), std.astype(np.float32)
+    constant = lo32 == hi32
+    return Normalizer(self.kind, np.where(constant, lo32, offset), np.where(constant, np.float32(1), scale))
+
+  def apply(self, x):
+    """(..., F) inputs (numpy or jax, uint8 or float) -> float32 scaled; F = D or C as fitted."""
+    x = to_float(x)
+    if self.kind == "none":
+      return x
+    if self.offset is None:
+      raise ValueError(f"Normalizer({self.kind!r}) is not fitted: call fit(split) first")
+    if x.shape[-1] != len(self.offset):
+      raise DataError(f"inputs have {x.shape[-1]} features (last axis), the normalizer was fitted on {len(self.offset)} features")
+    return (x - self.offset) / self.scale
+
+  def to_json(self) -> str:
+    values = {} if self.offset is None else {"offset": self.offset.tolist(), "scale": self.scale.tolist()}
+    return json.dumps({"kind": self.kind, **values})
+
+  @classmethod
+  def from_json(cls, text: str) -> Normalizer:
+    """The Normalizer `to_json` wrote (float32 values round-trip exactly)."""
+    d = json.loads(text)
+    if "offset" not in d:
+      return cls(d["kind"])
+    return cls(d["kind"], np.asarray(d["offset"], np.float32), np.asarray(d["scale"], np.float32))
+
+
+def _feature_stats(x) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """(min, max, mean, std) over all axes but the last, float64, merged chunk by chunk (Chan et al.)."""
+  features = x.shape[-1]
+  count, lo, hi = 0, np.full(features, np.inf), np.full(features, -np.inf)
+  mean, m2 = np.zeros(features), np.zeros(features)
+  for chunk in row_chunks(_storage_order(x)):
+    v = to_float(chunk).reshape(-1, features).astype(np.float64)
+    n, chunk_mean = len(v), v.mean(axis=0)
+    delta, total = chunk_mean - mean, count + n
+    m2 += np.square(v - chunk_mean).sum(axis=0) + np.square(delta) * count * n / total
+    mean += delta * n / total
+    lo, hi, count = np.minimum(lo, v.min(axis=0)), np.maximum(hi, v.max(axis=0)), total
+  return lo, hi, mean, np.sqrt(m2 / count)

@@ -1,16 +1,18 @@
-"""Data sources, splits and checks, against NumPy on files the tests write themselves."""
+"""Data sources, splits, checks and the Normalizer, against NumPy on files the tests write themselves."""
 
 import csv
 import dataclasses
 import gzip
+import json
 import os
 import shutil
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
-from jaxae import configs, data
+from jaxae import checkpoints, configs, data
 from jaxae.sources import lazy
 
 from conftest import tiny_config
@@ -309,7 +311,7 @@ def test_npy_single_file_3d_is_one_channel_images_with_labels(tmp_path):
   np.testing.assert_array_equal(got_labels, labels[index])
 
 
-def test_load_reads_memmaps_a_chunk_at_a_time(shards, monkeypatch):
+def test_load_and_normalize_read_memmaps_a_chunk_at_a_time(shards, monkeypatch):
   source, full = shards
   monkeypatch.setattr(data, "CHUNK_BYTES", 24)  # two rows of 3 float32 per chunk
   read_range, read_positions = lazy.LazyArray._read_range, lazy.LazyArray._read_positions
@@ -324,11 +326,63 @@ def test_load_reads_memmaps_a_chunk_at_a_time(shards, monkeypatch):
 
   monkeypatch.setattr(lazy.LazyArray, "_read_range", small_range)
   monkeypatch.setattr(lazy.LazyArray, "_read_positions", small_positions)
-  d = data.load(_data_config(source=source, holdout_fraction=0.25, max_train=8))
+  d = data.load(_data_config(source=source, holdout_fraction=0.25, max_train=8, normalize="standardize"))
   assert isinstance(d.train.x, data.LazyArray) and isinstance(d.eval.x, data.LazyArray)
   assert (len(d.train), len(d.eval)) == (8, 3)
+  norm = data.Normalizer("standardize").fit(d.train)
+  data.check_unit_interval(d.train, "loss.reconstruction='bce'", data.Normalizer("minmax").fit(d.train))
   monkeypatch.undo()
-  assert all(any((row == full).all(axis=1)) for row in d.train.x[:])
+  train = d.train.x[:]
+  assert all(any((row == full).all(axis=1)) for row in train)
+  np.testing.assert_allclose(norm.offset, train.mean(0), rtol=1e-6)
+  np.testing.assert_allclose(norm.scale, train.std(0), rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalizer against NumPy statistics.
+
+
+def test_normalizer_matches_numpy_statistics_per_feature(monkeypatch):
+  monkeypatch.setattr(data, "CHUNK_BYTES", 40)  # 2 rows of 5 float32 per chunk: merged statistics
+  rng = np.random.default_rng(0)
+  x = (rng.normal(size=(11, 5)) * [1, 10, 100, 0.1, 1] + [0, -5, 50, 3, 0]).astype(np.float32)
+  x[:, 4] = 7.5  # a constant feature
+  split = data.Split(x)
+  x64 = x.astype(np.float64)
+  std = data.Normalizer("standardize").fit(split)
+  np.testing.assert_allclose(std.offset[:4], x64.mean(0)[:4], rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(std.scale[:4], x64.std(0)[:4], rtol=1e-6)
+  z = std.apply(x)
+  assert z.dtype == np.float32
+  np.testing.assert_allclose(z[:, :4].mean(0), 0, atol=1e-5)
+  np.testing.assert_allclose(z[:, :4].std(0), 1, rtol=1e-5)
+  np.testing.assert_array_equal(z[:, 4], 0)
+  mm = data.Normalizer("minmax").fit(split)
+  np.testing.assert_array_equal(mm.offset[:4], x.min(0)[:4])
+  u = mm.apply(x)
+  np.testing.assert_array_equal(u.min(0), [0, 0, 0, 0, 0])
+  np.testing.assert_array_equal(u.max(0), [1, 1, 1, 1, 0])  # exactly 1, constant feature 0
+  np.testing.assert_allclose(u, (x64 - x64.min(0)) / np.where(np.ptp(x64, 0) > 0, np.ptp(x64, 0), 1), atol=1e-6)
+  # The same numbers on jax arrays (XLA may round the division differently), and after a JSON round trip.
+  np.testing.assert_allclose(np.asarray(std.apply(jnp.asarray(x))), z, rtol=1e-6, atol=1e-6)
+  again = data.Normalizer.from_json(json.loads(json.dumps(std.to_json())))
+  assert again.kind == "standardize"
+  np.testing.assert_array_equal(again.offset, std.offset)
+  np.testing.assert_array_equal(again.scale, std.scale)
+  assert data.Normalizer.from_json(data.Normalizer().to_json()).kind == "none"
+  with pytest.raises(data.DataError, match="3 features .* fitted on 5 features"):
+    std.apply(x[:, :3])
+
+
+def test_normalizer_is_per_channel_for_images_and_scales_uint8_first(digits):
+  images, _ = digits
+  rgb = np.concatenate([images, images * 2, images // 2], axis=-1)
+  norm = data.Normalizer("minmax").fit(data.Split(rgb))
+  assert norm.offset.shape == (3,)
+  values = rgb.reshape(-1, 3).astype(np.float32) / 255
+  np.testing.assert_array_equal(norm.offset, values.min(0))
+  np.testing.assert_array_equal(norm.scale, values.max(0) - values.min(0))
+  np.testing.assert_array_equal(data.Normalizer("none").fit(data.Split(rgb)).apply(rgb), rgb / np.float32(255))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,6 +423,15 @@ def test_check_labels_names_who_needs_them():
   with pytest.raises(data.DataError, match="from 0 to 3"):
     data.check_labels(data.Split(np.zeros((4, 2)), np.array([0, 1, 2, 3]), "mine"), 3, who)
   data.check_labels(data.Split(np.zeros((4, 2)), np.array([0, 1, 2, 2]), "mine"), 3, who)
+
+
+def test_check_unit_interval_is_for_bce_only():
+  wide = data.Split(np.array([[-1.0, 0.5], [2.0, 0.25]], np.float32), name="data.source='csv:t.csv'")
+  with pytest.raises(data.DataError, match=r"bce.* needs inputs in \[0, 1\].*takes values in \[-1, 2\].*data.normalize=minmax"):
+    data.check_unit_interval(wide, "loss.reconstruction='bce'")
+  data.check_unit_interval(wide, "loss.reconstruction='bce'", data.Normalizer("minmax").fit(wide))
+  data.check_unit_interval(data.Split(np.full((2, 3), 255, np.uint8)), "bce")
+  data.check_split(wide)  # values outside [0, 1] are fine for everything else
 
 
 # ---------------------------------------------------------------------------------------------
@@ -473,6 +536,7 @@ def test_shapes_that_are_neither_vectors_nor_images():
     ("labels", "y.npy", "data.labels='y.npy' must be '' or 'npy:PATH'"),
     ("channels", 2, "data.channels=2 must be 1"),
     ("image_size", (8, 0), r"data.image_size=\(8, 0\) must be"),
+    ("normalize", "zscore", "data.normalize='zscore' is not one of 'none', 'minmax', 'standardize'"),
 ])
 def test_config_rejects_bad_data_values(key, value, message):
   config = configs.base_config()
@@ -481,9 +545,13 @@ def test_config_rejects_bad_data_values(key, value, message):
     configs.validate(config)
 
 
-def test_new_sources_validate():
+def test_new_sources_validate_and_normalize_is_not_resume_safe(tmp_path):
   for source in ("npy:x.npy", "npy:d/*.npy", "npz:d.npz", "folder:d", "csv:t.csv", "hf:d"):
     configs.validate(configs.with_values(configs.base_config(), {"data.source": source}))
+  flat = configs.flatten(configs.base_config())
+  with pytest.raises(checkpoints.CheckpointError, match="data.normalize"):
+    checkpoints.check_compatible({**flat, "data.normalize": "minmax"}, flat, str(tmp_path))
+  checkpoints.check_compatible({**flat, "data.eval_source": "npz:other.npz"}, flat, str(tmp_path))
 
 
 def test_split_take_keeps_name_and_labels():
