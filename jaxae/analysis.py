@@ -2,8 +2,9 @@
 
 The code of an input is what its variant uses at inference (`Variant.code_fn`): the VAE's posterior
 mean, the top-k autoencoder's k largest latents, the encoder output otherwise. Inputs are arrays
-(N, *data_shape), uint8 or float; work is done in batches of `batch_size` to bound memory. `model` is
-the run's `models.Net` (`load_run(...).model`).
+(N, *data_shape) as stored (uint8 or float: the network's `prepare` scales them, with the run's fitted
+normalizer if it has one); work is done in batches of `batch_size` to bound memory. `model` is the
+run's `models.Net` (`load_run(...).model`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import ml_collections
 import numpy as np
 
 from jaxae import configs, losses
-from jaxae import data as data_lib
 
 
 @functools.lru_cache(maxsize=32)
@@ -25,7 +25,7 @@ def _jitted(net, config_json: str, what: str):
   config = ml_collections.ConfigDict(json.loads(config_json))
   if what == "code":
     code = configs.variant_of(config).code_fn(config, net)
-    return jax.jit(lambda p, x: code(p, data_lib.to_float(x)))
+    return jax.jit(lambda p, x: code(p, net.prepare(x)))
   if what == "mean":
     return jax.jit(lambda p, z: net.mean(net.decode(p, z)))
   raise ValueError(what)
@@ -63,7 +63,7 @@ def member_params(params, i: int):
 
 @functools.partial(jax.jit, static_argnums=(0,))
 def _posterior(net, params, x):
-  mean, log_var = net.encode(params, data_lib.to_float(x))
+  mean, log_var = net.encode(params, net.prepare(x))
   return jnp.stack([mean, log_var])
 
 
@@ -90,4 +90,4 @@ def encoder_jacobian_sq_norm(model, params, x, batch_size: int = 250) -> np.ndar
   The contractive penalty `losses.contractive_penalty` is the batch mean of this quantity.
   """
   enc = jax.jit(lambda b: jax.vmap(lambda xi: losses.contractive_penalty(lambda v: model.encode(params, v), xi[None]))(b))
-  return _batched(lambda b: enc(data_lib.to_float(b)), x, batch_size)
+  return _batched(lambda b: enc(model.prepare(b)), x, batch_size)

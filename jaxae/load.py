@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 from typing import Any
 
@@ -13,6 +14,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxae import checkpoints, configs, train
+from jaxae import data as data_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,7 +22,7 @@ class Run:
   """A finished or partial run, loaded for analysis (no optimizer state is read)."""
 
   config: ml_collections.ConfigDict
-  model: Any  # models.Net: the network (encode / decode / head with params)
+  model: Any  # models.Net: the network (encode / decode / head with params; prepare scales raw inputs)
   params: Any  # pytree; leading member axis unless one member was selected
   members: list  # [{'setting': {...}, 'seed': s}] for the params' members, in order
   step: int
@@ -65,8 +67,9 @@ def load_run(workdir: str, seed: int | None = None, setting: int | None = None, 
   if step is None:
     raise FileNotFoundError(f"no complete checkpoint in {os.path.join(workdir, checkpoints.CHECKPOINT_DIR)}")
   meta = checkpoints.read_meta(mngr, step)
-  config = ml_collections.ConfigDict(meta["config"])
-  net = train.build_net(config, tuple(meta["data_shape"]))
+  config = configs.from_dict(meta["config"])
+  normalizer = data_lib.Normalizer.from_json(json.dumps(meta["normalizer"])) if meta.get("normalizer") else None
+  net = train.build_net(config, tuple(meta["data_shape"]), normalizer)
   num = len(meta["members"])
   abstract = jax.eval_shape(lambda: net.init(jax.random.key(0), jax.numpy.zeros((1, *net.data_shape))))
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct((num, *a.shape), a.dtype), abstract)

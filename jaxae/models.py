@@ -41,6 +41,8 @@ import numpy as np
 from flax.core import FrozenDict
 from jax import lax
 
+from jaxae import data as data_lib
+
 ACTIVATIONS = {"relu": nn.relu, "tanh": nn.tanh, "sigmoid": nn.sigmoid, "gelu": nn.gelu, "elu": nn.elu,
                "leaky_relu": nn.leaky_relu, "silu": nn.silu}
 INITS = ("flax", "pytorch", "keras")
@@ -330,11 +332,18 @@ class Net:
   """What a variant's objective calls: the flax module's methods with params, keys and the train flag.
 
   `key` (a typed PRNG key) is used only when `train` is True, for dropout. Hashable (a static jit argument).
+  `prepare` turns stored inputs (uint8 or float, any scale) into the network's float32 inputs: the
+  run's fitted `data.Normalizer`, or `data.to_float` when there is none.
   """
 
   module: nn.Module
   data_shape: tuple
   output: str = "sigmoid"  # reconstruction mean = sigmoid(logits) or the raw decoder output
+  normalizer: Any = None  # data.Normalizer fitted on the training split (data.normalize), or None
+
+  def prepare(self, x):
+    """Stored inputs (N, *data_shape) -> float32 network inputs (numpy or jax)."""
+    return self.normalizer.apply(x) if self.normalizer is not None else data_lib.to_float(x)
 
   def init(self, key, sample):
     return self.module.init(key, sample)
@@ -407,12 +416,14 @@ def check_data_shape(model_config, data_shape) -> None:
                        f"{len(m.conv_channels)} downsampling layers: height and width must be multiples of {down}")
 
 
-def build(model_config, data_shape, gaussian: bool = False, heads: Mapping[str, nn.Module] | None = None) -> Net:
+def build(model_config, data_shape, gaussian: bool = False, heads: Mapping[str, nn.Module] | None = None,
+          normalizer=None) -> Net:
   """The network `config.model` describes for inputs of `data_shape` ((H, W, C) or (D,)).
 
   gaussian: the encoder outputs (mean, log_variance) (a variational posterior); heads: extra modules
-  on the latent, by name (the variant's). Raises NetworkError for shapes that do not fit, and for user
-  modules that break the shape contract (checked with jax.eval_shape, nothing allocated).
+  on the latent, by name (the variant's); normalizer: the data.Normalizer of its inputs (Net.prepare).
+  Raises NetworkError for shapes that do not fit, and for user modules that break the shape contract
+  (checked with jax.eval_shape, nothing allocated).
   """
   m = model_config
   data_shape = tuple(int(s) for s in data_shape)
@@ -425,7 +436,7 @@ def build(model_config, data_shape, gaussian: bool = False, heads: Mapping[str, 
                     custom=user_module(m.encoder, m.encoder_kwargs.to_dict(), data_shape) if m.encoder else None)
   decoder = Decoder(**common, data_shape=data_shape, upsample=m.upsample,
                     custom=user_module(m.decoder, m.decoder_kwargs.to_dict(), data_shape) if m.decoder else None)
-  net = Net(Autoencoder(encoder, decoder, FrozenDict(heads or {})), data_shape, m.output)
+  net = Net(Autoencoder(encoder, decoder, FrozenDict(heads or {})), data_shape, m.output, normalizer)
   if m.encoder or m.decoder:
     check_user_modules(net, m)
   return net

@@ -66,12 +66,35 @@ class _StopFlag:
         signal.signal(s, h)
 
 
+def check_data(config, data: data_lib.Data, normalizer=None) -> None:
+  """Raises DataError when the data cannot serve this config's variant and likelihood (one line)."""
+  variant = configs.variant_of(config)
+  if variant.needs_labels:
+    for split in (data.train, data.eval):
+      if not data_lib.has_labels(split):
+        raise data_lib.DataError(f"variant={variant.name!r} needs labels, but {split.name} has none: give "
+                                 f"data.labels='npy:PATH', an npz with y, one sub-folder per class, or data.label_column")
+  variant.check_data(config, data)
+  if config.loss.reconstruction == "bce":
+    for split in (data.train, data.eval):
+      data_lib.check_unit_interval(split, "loss.reconstruction='bce'", normalizer)
+
+
+def _labels(split: data_lib.Split):
+  """The split's labels, or zeros for unlabelled data (the train step's batches always carry some)."""
+  return split.labels if data_lib.has_labels(split) else np.zeros(len(split), np.int32)
+
+
 def _members(group: sweep.Group) -> list[dict]:
   return [{"setting_index": g, "setting": group.settings[g], "seed": s} for g, s in group.members]
 
 
-def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrupt: str = "fail") -> dict:
-  """Trains every member of one compiled group; returns the summary dict (see report.summarize)."""
+def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrupt: str = "fail",
+                normalizer: data_lib.Normalizer | None = None) -> dict:
+  """Trains every member of one compiled group; returns the summary dict (see report.summarize).
+
+  normalizer: fitted on the training split (data.normalize), None for none.
+  """
   config = group.config
   primary = sharding.is_primary()  # with several processes only process 0 writes the workdir's files
   os.makedirs(workdir, exist_ok=True)
@@ -84,13 +107,13 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
     workdir_lib.check_compatible(saved, flat, workdir)
   sharding.barrier("jaxae_config_checked")  # every process has read the old config before it is replaced
   if primary:
-    workdir_lib.write_config(workdir, config, members)
+    workdir_lib.write_config(workdir, config, members, normalizer)
 
   data_shape = data.train.x.shape[1:]
   mesh = sharding.member_mesh(len(members))
-  program = train.build(group, data_shape, len(data.train), mesh)
-  x, y = sharding.replicate((data.train.x, data.train.labels), mesh)
-  xe, ye = sharding.replicate((data.eval.x, data.eval.labels), mesh)
+  program = train.build(group, data_shape, len(data.train), mesh, normalizer=normalizer)
+  x, y = sharding.replicate((data.train.x, _labels(data.train)), mesh)
+  xe, ye = sharding.replicate((data.eval.x, _labels(data.eval)), mesh)
 
   restored = workdir_lib.restore_latest(mngr, program.abstract_state(), on_corrupt, _say)
   if restored is None:
@@ -118,7 +141,8 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
   def meta() -> dict:
     return {"epoch": epoch, "step": train.global_step(state), "members": members,
             "diverged": {str(k): v for k, v in diverged.items()}, "data_shape": list(data_shape),
-            "config": config.to_dict(), "eval_data": data.eval_name}
+            "config": config.to_dict(), "eval_data": data.eval_name,
+            "normalizer": json.loads(normalizer.to_json()) if normalizer is not None else None}
 
   stop = _StopFlag()
   interrupted = None
@@ -189,7 +213,7 @@ def _figures(workdir, records, members, program, params, data) -> None:
   if len(program.net.data_shape) != 3:
     return  # reconstructions are drawn for images
   images = data.eval.x[:10]
-  rows, labels = [data_lib.to_float(images)], ["input"]
+  rows, labels = [program.net.prepare(images)], ["input"]
   for g in sorted({m["setting_index"] for m in members}):
     i = next(j for j, m in enumerate(members) if m["setting_index"] == g)
     rows.append(analysis.reconstruct(program.net, analysis.member_params(params, i), images, config))
@@ -210,8 +234,12 @@ def train_and_evaluate(config, workdir: str, fresh: bool = False, on_corrupt: st
   configs.validate(config)
   groups = sweep.groups(config)
   data = data_lib.load(config.data)
+  normalizers = {}
   for g in groups:  # everything that can be refused is refused before the workdir is touched
-    configs.variant_of(g.config).check_data(g.config, data)
+    kind = g.config.data.normalize
+    if kind not in normalizers:
+      normalizers[kind] = data_lib.Normalizer(kind).fit(data.train) if kind != "none" else None
+    check_data(g.config, data, normalizers[kind])
     train.build_net(g.config, data.train.x.shape[1:])  # shapes; the contract of the user's own modules
     train.steps_per_call(g.config, len(data.train))
     sharding.member_mesh(len(g.members))  # several processes: the members must split evenly over them
@@ -220,7 +248,7 @@ def train_and_evaluate(config, workdir: str, fresh: bool = False, on_corrupt: st
   sharding.barrier("jaxae_workdir_ready")  # no process opens the workdir while process 0 clears it
   swept = list(configs.parse_sweep(config))
   if len(groups) == 1:
-    summary = train_group(groups[0], data, workdir, on_corrupt)
+    summary = train_group(groups[0], data, workdir, on_corrupt, normalizers[groups[0].config.data.normalize])
     if swept and "interrupted" not in summary and config.train.figures and sharding.is_primary():
       plots.sweep_figures(sweep.points([(groups[0], summary)]), swept, os.path.join(workdir, "figures"))
     return summary
@@ -230,7 +258,8 @@ def train_and_evaluate(config, workdir: str, fresh: bool = False, on_corrupt: st
   out = {}
   for g in groups:
     _say(f"== group {g.name}")
-    out[g.name] = train_group(g, data, os.path.join(workdir, "groups", g.name), on_corrupt)
+    out[g.name] = train_group(g, data, os.path.join(workdir, "groups", g.name), on_corrupt,
+                              normalizers[g.config.data.normalize])
     if "interrupted" in out[g.name]:
       return out[g.name]
   if not sharding.is_primary():

@@ -139,32 +139,35 @@ class Program:
     return jax.eval_shape(lambda: self.net.init(jax.random.key(0), jnp.zeros((1, *self.net.data_shape))))
 
 
-def build_net(config, data_shape) -> models.Net:
+def build_net(config, data_shape, normalizer=None) -> models.Net:
   """The network of `config` for inputs of `data_shape`, with the latent layers and heads its variant needs.
 
+  normalizer: the data.Normalizer fitted on the training split (None: inputs are only cast to float).
   Raises models.NetworkError when the data do not fit the network.
   """
   variant = configs.variant_of(config)
   if variant.network is not None:
-    return variant.network(config, tuple(data_shape))
-  return models.build(config.model, data_shape, gaussian=variant.encoder == "gaussian", heads=variant.heads(config))
+    return dataclasses.replace(variant.network(config, tuple(data_shape)), normalizer=normalizer)
+  return models.build(config.model, data_shape, gaussian=variant.encoder == "gaussian", heads=variant.heads(config),
+                      normalizer=normalizer)
 
 
 def build(group, data_shape, num_train: int, mesh=None, member_loop: str | None = None,
-          xla_options: dict | None = None, net: models.Net | None = None) -> Program:
+          xla_options: dict | None = None, net: models.Net | None = None, normalizer=None) -> Program:
   """Builds the program of a sweep group (or of a config without static sweep keys) for the data.
 
   group: a sweep.Group, or a config (its only group is used); data_shape: one input's shape;
   num_train: training examples. mesh: the member mesh (sharding.member_mesh) or None for one device;
   member_loop: 'vmap' | 'map' (default: resolve_member_loop); xla_options: XLA compiler options of
   train_chunk / evaluate (None = compiler_options(config)); net: a network to use instead of
-  build_net's (benchmarks compare implementations). Raises ValueError for a batch or steps_per_call
-  that does not fit the data, models.NetworkError for a network that does not fit.
+  build_net's (benchmarks compare implementations); normalizer: the fitted data.Normalizer of the
+  inputs. Raises ValueError for a batch or steps_per_call that does not fit the data,
+  models.NetworkError for a network that does not fit.
   """
   if not isinstance(group, sweep.Group):
     group = sweep.groups(group)[0]
   config = group.config
-  net = net or build_net(config, data_shape)
+  net = net or build_net(config, data_shape, normalizer)
   member_loop = member_loop or resolve_member_loop(config, mesh.size if mesh is not None else 1)
   fns = make_program(config, net, num_train, member_loop, xla_options)
   return Program(config=config, variant=configs.variant_of(config), net=net, seeds=tuple(s for _, s in group.members),
@@ -182,15 +185,16 @@ def reported(metrics: dict) -> dict:
   return {k: v for k, v in metrics.items() if not k.startswith("_")}
 
 
-def train_step(state: TrainState, x_all, y_all, idx, *, loss_fn: Callable, transform_grads: Callable | None = None,
-               constrain: Callable | None = None) -> TrainState:
+def train_step(state: TrainState, x_all, y_all, idx, *, loss_fn: Callable, prepare: Callable = data_lib.to_float,
+               transform_grads: Callable | None = None, constrain: Callable | None = None) -> TrainState:
   """One optimizer step of one member on the batch `idx` of the (device-resident) training data.
 
-  x_all (N, *data_shape) uint8 or float32, y_all (N,) int32, idx (B,) int32. The loss's metrics are
-  added to `state.metric_sums`; a variant's running state comes back as metrics['_aux'].
+  x_all (N, *data_shape) as stored (uint8 or float), y_all (N,) int32, idx (B,) int32; `prepare`
+  makes the network's float32 inputs (models.Net.prepare). The loss's metrics are added to
+  `state.metric_sums`; a variant's running state comes back as metrics['_aux'].
   `transform_grads(params, grads)` and `constrain(params)` are the variant's optional hooks.
   """
-  batch = {"x": data_lib.to_float(x_all[idx]), "y": y_all[idx]}
+  batch = {"x": prepare(x_all[idx]), "y": y_all[idx]}
   if state.aux is not None:
     batch["aux"] = state.aux
   grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, state.hparams, batch, step_key(state), True)
@@ -222,7 +226,7 @@ def make_program(config, net: models.Net, num_train: int, member_loop: str = "vm
   xla_options = compiler_options(config) if xla_options is None else xla_options
   loss_fn = variant.make_loss(config, net)
   constrain = variant.constrain(config) if variant.constrain else None
-  step = functools.partial(train_step, loss_fn=loss_fn, constrain=constrain,
+  step = functools.partial(train_step, loss_fn=loss_fn, prepare=net.prepare, constrain=constrain,
                            transform_grads=variant.transform_grads(config) if variant.transform_grads else None)
   finalize = variant.finalize or (lambda m: m)
   tx = optim.make_optimizer(config, spe)
@@ -261,7 +265,7 @@ def make_program(config, net: models.Net, num_train: int, member_loop: str = "vm
     aux = {} if state.aux is None else {"aux": state.aux}
 
     def batch_metrics(x, y):
-      return reported(loss_fn(state.params, state.hparams, {"x": data_lib.to_float(x), "y": y, **aux}, key, False)[1])
+      return reported(loss_fn(state.params, state.hparams, {"x": net.prepare(x), "y": y, **aux}, key, False)[1])
 
     xs = x_all[: full * bs].reshape(full, bs, *x_all.shape[1:])
     ys = y_all[: full * bs].reshape(full, bs)

@@ -17,13 +17,13 @@ import os
 import shutil
 from typing import Any, Callable
 
-import ml_collections
 
 from jaxae import checkpoints, configs, report
 
 CONFIG = "config.json"
 MEMBERS = "members.json"
-WRITTEN = (CONFIG, MEMBERS, report.METRICS, report.SUMMARY, checkpoints.CHECKPOINT_DIR, "figures",
+NORMALIZER = "normalizer.json"
+WRITTEN = (CONFIG, MEMBERS, NORMALIZER, report.METRICS, report.SUMMARY, checkpoints.CHECKPOINT_DIR, "figures",
            "groups", "sweep_summary.json", CONFIG + ".tmp", report.METRICS + ".tmp")
 
 
@@ -37,20 +37,24 @@ def clear(workdir: str) -> None:
       os.remove(path)
 
 
-def write_config(workdir: str, config, members: list[dict]) -> None:
-  """config.json (replaced atomically: a kill never leaves it cut short) and members.json."""
+def write_config(workdir: str, config, members: list[dict], normalizer=None) -> None:
+  """config.json (replaced atomically: a kill never leaves it cut short), members.json, and the fitted
+  data.Normalizer (normalizer.json, when data.normalize is not 'none'; checkpoints hold it too)."""
   path = os.path.join(workdir, CONFIG)
   with open(path + ".tmp", "w") as f:
     f.write(config.to_json(indent=1))
   os.replace(path + ".tmp", path)
   with open(os.path.join(workdir, MEMBERS), "w") as f:
     json.dump(members, f, indent=1)
+  if normalizer is not None:
+    with open(os.path.join(workdir, NORMALIZER), "w") as f:
+      f.write(normalizer.to_json())
 
 
 def config_from_json(path: str) -> dict[str, Any]:
   """The flattened config saved at `path` (configs.flatten)."""
   with open(path) as f:
-    return configs.flatten(ml_collections.ConfigDict(json.load(f)))
+    return configs.flatten(configs.from_dict(json.load(f)))
 
 
 def saved_config(mngr, config_path: str) -> dict[str, Any] | None:
@@ -60,7 +64,7 @@ def saved_config(mngr, config_path: str) -> dict[str, Any] | None:
   steps = sorted(mngr.all_steps(), reverse=True)
   for step in steps:
     try:
-      return configs.flatten(ml_collections.ConfigDict(checkpoints.read_meta(mngr, step)["config"]))
+      return configs.flatten(configs.from_dict(checkpoints.read_meta(mngr, step)["config"]))
     except (checkpoints.CheckpointError, KeyError):
       continue  # damaged: restoring reports it (or falls back)
   if steps and os.path.exists(config_path):

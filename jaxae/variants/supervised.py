@@ -5,7 +5,6 @@ layers (default none: a linear classifier) with their own activation and dropout
 from __future__ import annotations
 
 import jax.numpy as jnp
-import numpy as np
 
 from jaxae import configs, losses, models
 from jaxae import data as data_lib
@@ -39,15 +38,9 @@ def validate(config) -> None:
 
 
 def check_data(config, data) -> None:
-  for split, name in ((data.train, "training"), (data.eval, "held-out")):
-    labels = split.labels
-    if labels is None:
-      raise data_lib.DataError(f"variant 'supervised' needs labels: the {name} data have none")
-    labels = np.asarray(labels)
-    bad = (labels < 0) | (labels >= config.loss.num_classes)
-    if bad.any():
-      raise data_lib.DataError(f"variant 'supervised': {name} label {int(labels[bad][0])} is outside [0, "
-                               f"loss.num_classes={config.loss.num_classes})")
+  who = f"variant='supervised' (loss.num_classes={config.loss.num_classes})"
+  for split in (data.train, data.eval):
+    data_lib.check_labels(split, config.loss.num_classes, who)
 
 
 VARIANT = base.register(base.Variant(

@@ -1,0 +1,136 @@
+"""A read-only array of rows that stay on disk until they are indexed.
+
+`npy:` sources memory-map their files (`np.load(mmap_mode='r')`); several shards are concatenated
+along axis 0 by bookkeeping, never by copying. `np.asarray` of a memmap (or `np.concatenate` of
+shards) would read the whole dataset into memory, which is exactly what a dataset larger than memory
+cannot afford. `LazyArray` therefore exposes only what training needs: shape, dtype and length, and
+indexing that reads the rows asked for (a batch) into an ordinary in-memory array. `select` makes a
+lazy subset (a held-out split, `data.max_train`) without reading anything.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+class LazyArray:
+  """Rows of one or more arrays (usually memmaps) concatenated along axis 0, read on indexing.
+
+  shards: arrays of equal shape[1:] and dtype; `row_shape` (default shape[1:]) reshapes each row
+  without copying, e.g. (H, W) rows of a 3-D file to (H, W, 1). `index` (1-D int64 positions into
+  the concatenation) restricts and reorders the rows; None means all rows in order.
+
+  `a[key]` returns a new numpy array: key an int (one row), a slice, a 1-D integer array (any
+  order, repeats allowed) or boolean mask, or a tuple (rows, *more) whose rest indexes the rows read.
+  Raises IndexError for positions out of range and TypeError for other keys.
+  """
+
+  def __init__(self, shards: Sequence[np.ndarray], row_shape: tuple[int, ...] | None = None,
+               index: np.ndarray | None = None):
+    self._shards = tuple(shards)
+    self._starts = np.cumsum([0] + [len(s) for s in self._shards])  # shard k holds rows starts[k]:starts[k+1]
+    self._row_shape = tuple(self._shards[0].shape[1:] if row_shape is None else row_shape)
+    self._index = index
+
+  @property
+  def shards(self) -> tuple[np.ndarray, ...]:
+    return self._shards
+
+  @property
+  def shape(self) -> tuple[int, ...]:
+    return (len(self), *self._row_shape)
+
+  @property
+  def dtype(self) -> np.dtype:
+    return self._shards[0].dtype
+
+  @property
+  def ndim(self) -> int:
+    return 1 + len(self._row_shape)
+
+  @property
+  def nbytes(self) -> int:
+    return int(np.prod(self.shape)) * self.dtype.itemsize
+
+  def __len__(self) -> int:
+    return int(self._starts[-1]) if self._index is None else len(self._index)
+
+  def __repr__(self) -> str:
+    return f"LazyArray(shape={self.shape}, dtype={self.dtype}, shards={len(self._shards)})"
+
+  def select(self, index) -> LazyArray:
+    """A lazy view of rows `index` (1-D integers or a boolean mask) of this one; reads nothing."""
+    positions = np.arange(len(self)) if self._index is None else self._index
+    return LazyArray(self._shards, self._row_shape, positions[self._positions_key(index)])
+
+  def storage_order(self) -> LazyArray:
+    """The same rows, sorted by where they are stored: for scans whose result ignores row order."""
+    return self if self._index is None else LazyArray(self._shards, self._row_shape, np.sort(self._index))
+
+  def __getitem__(self, key) -> np.ndarray:
+    if isinstance(key, tuple):
+      rows, *rest = key
+      picked = self[rows]
+      return picked[tuple(rest)] if _is_int(rows) else picked[(slice(None), *rest)]
+    if _is_int(key):
+      n = len(self)
+      if not -n <= key < n:
+        raise IndexError(f"row {key} is out of range for {n} rows")
+      return self._read_positions(self._base(np.asarray([key % n])))[0]
+    if isinstance(key, slice):
+      start, stop, step = key.indices(len(self))
+      if step == 1 and self._index is None:
+        return self._read_range(start, max(start, stop))
+      return self._read_positions(self._base(np.arange(start, stop, step)))
+    return self._read_positions(self._base(self._positions_key(key)))
+
+  def __array__(self, dtype=None, copy=None) -> np.ndarray:
+    """Every row in memory (what `np.asarray` calls): only for data known to fit."""
+    out = self[:]
+    return out if dtype is None else out.astype(dtype)
+
+  def _positions_key(self, key) -> np.ndarray:
+    key = np.asarray(key)
+    if key.dtype == bool:
+      if key.shape != (len(self),):
+        raise IndexError(f"boolean index of shape {key.shape} for {len(self)} rows")
+      return np.flatnonzero(key)
+    if key.ndim != 1 or (key.size and key.dtype.kind not in "iu"):
+      raise TypeError(f"LazyArray rows are indexed by an int, a slice or a 1-D integer array, not {key!r}")
+    key = key.astype(np.int64)
+    if key.size and not (-len(self) <= key.min() and key.max() < len(self)):
+      raise IndexError(f"row index out of range for {len(self)} rows")
+    return key % max(len(self), 1)
+
+  def _base(self, positions: np.ndarray) -> np.ndarray:
+    return positions if self._index is None else self._index[positions]
+
+  def _read_range(self, start: int, stop: int) -> np.ndarray:
+    parts = []
+    for k, shard in enumerate(self._shards):
+      lo, hi = max(start, self._starts[k]), min(stop, self._starts[k + 1])
+      if lo < hi:
+        parts.append(shard[lo - self._starts[k]:hi - self._starts[k]])
+    out = np.empty((stop - start, *self._row_shape), self.dtype)
+    at = 0
+    for part in parts:
+      out[at:at + len(part)] = part.reshape(len(part), *self._row_shape)
+      at += len(part)
+    return out
+
+  def _read_positions(self, positions: np.ndarray) -> np.ndarray:
+    out = np.empty((len(positions), *self._row_shape), self.dtype)
+    shard_of = np.searchsorted(self._starts, positions, side="right") - 1
+    for k in np.unique(shard_of):
+      where = np.flatnonzero(shard_of == k)
+      local = positions[where] - self._starts[k]
+      order = np.argsort(local, kind="stable")  # ascending offsets: the file is read front to back
+      rows = self._shards[k][local[order]]
+      out[where[order]] = rows.reshape(len(rows), *self._row_shape)
+    return out
+
+
+def _is_int(key) -> bool:
+  return isinstance(key, (int, np.integer)) and not isinstance(key, bool)
