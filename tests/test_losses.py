@@ -164,3 +164,43 @@ def test_corruptions():
   assert np.mean(s == 0) == pytest.approx(0.1, abs=0.01) and np.mean(s == 1) == pytest.approx(0.1, abs=0.01)
   with pytest.raises(ValueError, match="noise kind"):
     losses.corrupt(key, x, "speckle", 0.1)
+
+
+@pytest.mark.parametrize("activation, hidden", [("relu", (12, 7)), ("tanh", (9,)), ("elu", ())])
+def test_structured_contractive_penalty_equals_jacrev(activation, hidden):
+  """The MLP closed form (losses.mlp_contractive_penalty) against jax.jacrev: value and parameter gradients."""
+  from jaxae import models
+
+  widths = (10, *hidden, 4)
+  keys = jax.random.split(jax.random.key(3), 2 * len(widths))
+  layers = [(jax.random.normal(keys[2 * i], (a, b)) / np.sqrt(a), 0.1 * jax.random.normal(keys[2 * i + 1], (b,)))
+            for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]))]
+  act = models.ACTIVATIONS[activation]
+  x = jax.random.normal(jax.random.key(9), (6, 10))
+
+  def encode(ls, v):
+    h = v.reshape(v.shape[0], -1)
+    for k, b in ls[:-1]:
+      h = act(h @ k + b)
+    return h @ ls[-1][0] + ls[-1][1]
+
+  structured = lambda ls: losses.mlp_contractive_penalty(ls[:-1], act, ls[-1][0], x)
+  reference = lambda ls: losses.contractive_penalty(lambda v: encode(ls, v), x)
+  np.testing.assert_allclose(structured(layers), reference(layers), rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(jax.grad(structured)(layers)), jax.tree.leaves(jax.grad(reference)(layers))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_contractive_variant_structured_and_jacrev_agree_on_the_built_network():
+  from conftest import tiny_config
+  from jaxae import train
+  from jaxae.variants import contractive
+
+  config = tiny_config("contractive")
+  net = train.build_net(config, (28, 28, 1))
+  params = net.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+  x = jax.random.uniform(jax.random.key(1), (5, 28, 28, 1))
+  config.loss.contractive_jacobian = "jacrev"
+  want = contractive.penalty_fn(config, net)(params, x)
+  config.loss.contractive_jacobian = "auto"
+  np.testing.assert_allclose(contractive.penalty_fn(config, net)(params, x), want, rtol=1e-5)
