@@ -132,21 +132,22 @@ def conv_models(args, root: str, test, dense_run) -> tuple[dict, list]:
   per_seed, rows = [], []
   noisy = noisy_test(test.x)
   for i, (workdir, seed) in enumerate(pairs):
-    run = jaxae.load_run(workdir, seed=seed)
     r = {"seed": seed, "test_bce": _held_out(workdir, seed, "recon_bce"), "test_mse": _held_out(workdir, seed, "recon_mse")}
-    if i == 0:
+    if i == 0:  # figures from the first seed
+      run = jaxae.load_run(workdir, seed=seed)
       shown = analysis.reconstruct(run.model, run.params, test.x[idx], run.config)
       r["code_shape"] = list(analysis.encode(run.model, run.params, test.x[:1], run.config).shape[1:])
       conv_on_noisy = analysis.reconstruct(run.model, run.params, noisy, run.config)
     per_seed.append(r)
   common.loss_curves(pairs, os.path.join(args.out, "loss_curves", "conv.png"), "conv (Keras note): train and held-out loss")
   dense = analysis.reconstruct(dense_run.model, dense_run.params, test.x[idx], dense_run.config)
-  plots.image_rows([clean[idx], shown, dense], ["input", "conv AE (7x7x16)", "dense AE (d=2)"],
+  code = "x".join(str(c) for c in per_seed[0]["code_shape"])
+  plots.image_rows([clean[idx], shown, dense], ["input", f"conv AE ({code})", "dense AE (d=2)"],
                    os.path.join(args.out, "conv_reconstructions.png"),
                    title=f"MNIST test digits, Keras note networks (seed {pairs[0][1]})")
   out = {"per_seed": per_seed, "epochs": config.train.epochs}
   bce, mse = (common.mean_std([r[k] for r in per_seed]) for k in ("test_bce", "test_mse"))
-  rows.append(["conv (7x7x16 code)", len(per_seed), config.train.epochs, "", "", "", common.fmt(*bce, 1),
+  rows.append([f"conv ({code} code)", len(per_seed), config.train.epochs, "", "", "", common.fmt(*bce, 1),
                common.fmt(*mse, 4), "reconstructions"])
   if args.denoising_epochs:
     dn = note_config("keras_conv", "denoising", args, args.denoising_epochs, 1)
