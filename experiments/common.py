@@ -49,12 +49,12 @@ def parse_args(description: str, argv=None, runs: bool = False, extra=None) -> a
   return args
 
 
-def load_config(name: str):
-  """`configs/<name>.py`'s get_config()."""
+def load_config(name: str, setting: str = ""):
+  """`configs/<name>.py`'s get_config() (get_config(setting): `--config=configs/<name>.py:<setting>`)."""
   spec = importlib.util.spec_from_file_location(f"configs.{name}", ROOT / "configs" / f"{name}.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config()
+  return module.get_config(setting) if setting else module.get_config()
 
 
 def protocol(config, args, epochs: int = 30, eval_every: int = 5):

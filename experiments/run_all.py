@@ -15,7 +15,7 @@ import sys
 import time
 
 STUDIES = ("bottleneck", "latent", "denoising", "reconstructions", "vae", "sparse_contractive", "pca", "supervised",
-           "sparse_sweep")
+           "sparse_sweep", "keras_note")
 REUSE = ("latent", "denoising", "reconstructions", "sparse_contractive", "supervised")  # take --runs
 FULL = {
     "bottleneck": [],
@@ -24,6 +24,7 @@ FULL = {
     "pca": ["--seeds=3"],
     "sparse_sweep": ["--seeds=3"],
     "supervised": ["--seeds=3", "--ae20_seeds=1"],
+    "keras_note": [],  # its defaults: dense 5 seeds x 50 epochs, conv 2 seeds x 10 epochs, denoising 1 x 10
 }
 
 

@@ -176,3 +176,65 @@ def test_sparse_sweep(tmp_path, mnist_test_dir):
   summary = json.load(open(os.path.join(tmp_path, "runs", "sparse_l1_sweep", "summary.json")))
   for entry, r in zip(summary["settings"], res["weights"]):
     np.testing.assert_allclose([s["recon_mse"] for s in r["per_seed"]], entry["eval"]["recon_mse"]["per_seed"], rtol=1e-4)
+
+
+def test_keras_note(tmp_path, mnist_test_dir):
+  from sklearn.linear_model import LogisticRegression
+  from sklearn.manifold import trustworthiness
+  from sklearn.preprocessing import StandardScaler
+
+  from experiments import keras_note
+  res = _run(keras_note, tmp_path, mnist_test_dir)
+  assert {"latent_dense_d2.png", "latent_dense_d2_supervised.png", "tsne_d20.png", "conv_reconstructions.png",
+          "conv_denoising.png", "loss_curves/dense_d2_supervised.png"} <= set(_pngs(tmp_path))
+  test = _test_images(mnist_test_dir)
+  clean = data_lib.to_float(test.x)
+
+  def codes(net, params, x):  # the encoder called directly (not through jaxae.analysis)
+    return np.asarray(jax.jit(net.encode)(params, data_lib.to_float(x)), np.float64)
+
+  for name in ("dense_d2", "dense_d2_supervised"):
+    run = jaxae.load_run(os.path.join(tmp_path, "runs", name))  # every seed
+    train = data_lib.load(run.config.data).train
+    for r in res["per_seed"][name]:
+      i = [m["seed"] for m in run.members].index(r["seed"])
+      params = jax.tree.map(lambda a: np.asarray(a)[i], run.params)
+      z_tr, z_te = np.split(codes(run.model, params, np.concatenate([train.x, test.x])), [len(train.x)])
+      assert z_te.shape == (500, 2)
+      # The same probe objective solved by another solver, on codes re-encoded here: same accuracy up to ties.
+      scale = StandardScaler().fit(z_tr)
+      probe = LogisticRegression(solver="newton-cg", max_iter=1000).fit(scale.transform(z_tr), train.labels)
+      assert abs(probe.score(scale.transform(z_te), test.labels) - r["probe"]) <= 0.01
+      if name.endswith("supervised"):
+        # The classifier head's accuracy recomputed from the loaded params equals the program's evaluation.
+        logits = np.asarray(jax.jit(run.model.head, static_argnums=1)(params, "classifier", z_te.astype(np.float32)))
+        assert abs(np.mean(logits.argmax(-1) == test.labels) - r["head_accuracy"]) <= 1 / 500 + 1e-9
+  # t-SNE keeps the neighbourhoods of the test codes it was given (a shuffled or wrong embedding scores ~0.5).
+  run = jaxae.load_run(os.path.join(tmp_path, "runs", "dense_d20"), seed=0)
+  z20 = codes(run.model, run.params, test.x)
+  tsne = np.load(tmp_path / "tsne_d20.npz")
+  assert z20.shape == (500, 20) and tsne["embedding"].shape == (500, 2)
+  np.testing.assert_array_equal(tsne["labels"], test.labels)
+  assert trustworthiness(z20, tsne["embedding"], n_neighbors=5) > 0.85
+  assert trustworthiness(z20, tsne["embedding"][np.random.default_rng(0).permutation(500)], n_neighbors=5) < 0.7
+  # Conv AE: a spatial code (7x7xC) and held-out BCE / MSE recomputed in numpy from the decoder's logits.
+  conv = res["conv"]["per_seed"][0]
+  run = jaxae.load_run(os.path.join(tmp_path, "runs", "conv"), seed=conv["seed"])
+  logits = jax.jit(lambda net, params, x: net.decode(params, net.encode(params, x)), static_argnums=0)
+  z = codes(run.model, run.params, test.x)
+  assert z.shape == (500, 7, 7, run.config.model.conv_channels[-1]) and conv["code_shape"] == list(z.shape[1:])
+  p = 1 / (1 + np.exp(-np.asarray(logits(run.model, run.params, clean), np.float64)))
+  x = clean.astype(np.float64)
+  bce = -np.sum(x * np.log(p) + (1 - x) * np.log1p(-p), axis=(1, 2, 3))
+  np.testing.assert_allclose(np.mean(bce), conv["test_bce"], rtol=1e-3)
+  np.testing.assert_allclose(np.mean(np.square(p - x)), conv["test_mse"], rtol=1e-3)
+  # Denoising: the noise factor 0.4 corruption and the PSNRs recomputed in numpy.
+  d = res["conv"]["denoising"]
+  noisy = keras_note.noisy_test(test.x).astype(np.float64)
+  assert noisy.min() >= 0 and noisy.max() <= 1 and 0.15 < np.std(noisy - x) < 0.4
+  psnr = lambda a: np.mean(10 * np.log10(1.0 / np.mean(np.square(a - x), axis=(1, 2, 3))))
+  assert abs(psnr(noisy) - d["psnr_noisy_input"]) < 1e-3
+  run = jaxae.load_run(os.path.join(tmp_path, "runs", "conv_denoising"), seed=d["seed"])
+  assert run.config.noise.level == 0.4 and run.config.variant == "denoising"
+  out = 1 / (1 + np.exp(-np.asarray(logits(run.model, run.params, noisy.astype(np.float32)), np.float64)))
+  assert abs(psnr(out) - d["psnr_denoised"]) < 1e-2
