@@ -14,6 +14,7 @@ from typing import Any
 import ml_collections
 
 from jaxae import data as data_lib
+from jaxae import errors
 from jaxae import models, sources
 from jaxae.sources import folder
 
@@ -153,8 +154,7 @@ def sweepable(config) -> dict[str, str]:
   return {**OPTIMIZER_HPARAMS, **{key: name for name, key in variant_of(config).hparams.items()}}
 
 
-class ConfigError(ValueError):
-  """A config value that cannot work; raised before any training starts."""
+ConfigError = errors.ConfigError  # a config value that cannot work (errors.BadInput, ValueError)
 
 
 def _choice(config, key: str, options) -> None:
