@@ -106,8 +106,6 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
   if saved is not None:
     workdir_lib.check_compatible(saved, flat, workdir)
   sharding.barrier("jaxae_config_checked")  # every process has read the old config before it is replaced
-  if primary:
-    workdir_lib.write_config(workdir, config, members, normalizer)
 
   data_shape = data.train.x.shape[1:]
   mesh = sharding.member_mesh(len(members))
@@ -121,14 +119,16 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
     records, diverged = report.truncate_records(workdir, 0, write=primary), {}
   else:
     state, meta = restored
-    records = report.truncate_records(workdir, meta["epoch"], write=primary)
-    diverged = {int(k): v for k, v in meta["diverged"].items()}
-    _say(f"resuming {workdir} from step {train.global_step(state)} (epoch {meta['epoch']})")
     offset = train.global_step(state) % program.steps_per_epoch
     if offset % program.chunk:
       raise checkpoints.CheckpointError(
           f"the checkpoint stopped {offset} steps into an epoch; train.steps_per_call={config.train.steps_per_call} "
           f"must divide {offset} to resume it (use the value the run was started with)")
+    records = report.truncate_records(workdir, meta["epoch"], write=primary)
+    diverged = {int(k): v for k, v in meta["diverged"].items()}
+    _say(f"resuming {workdir} from step {train.global_step(state)} (epoch {meta['epoch']})")
+  if primary:  # after the restore: a damaged checkpoint is refused with the workdir as it was
+    workdir_lib.write_config(workdir, config, members, normalizer)
   parameters = models.param_counts(program.params_abstract())
   _say(report.parameter_lines(parameters))
 

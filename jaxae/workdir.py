@@ -364,6 +364,9 @@ def fresh_plan(workdir: str) -> list[str]:
           raise errors.WorkdirError(f"--fresh would delete {group_dir}, which jaxae did not write: move it out of the "
                                     f"workdir first (nothing was deleted)")
         inner = fresh_plan(group_dir)
+        if not inner:
+          raise errors.WorkdirError(f"--fresh would delete {group_dir}, which jaxae did not write: move it out of the "
+                                    f"workdir first (nothing was deleted)")
         foreign = sorted(set(os.listdir(group_dir)) - {os.path.basename(p) for p in inner} - {LOCK})
         if foreign:
           raise errors.WorkdirError(f"--fresh would delete {os.path.join(group_dir, foreign[0])}, which jaxae did not "
