@@ -27,6 +27,7 @@ sum; words swapped in place change it too). A restore whose bytes do not match i
 from __future__ import annotations
 
 import os
+import weakref
 from typing import Any
 
 import jax
@@ -61,6 +62,18 @@ def _quiet_read_only() -> None:
     logger.addFilter(_NoReadOnlyNotes())
 
 
+_OPEN: "weakref.WeakSet[ocp.CheckpointManager]" = weakref.WeakSet()
+
+
+def close_all() -> None:
+  """Waits for and closes every manager still open (after an error: no background write outlives it)."""
+  for mngr in list(_OPEN):
+    try:
+      mngr.close()
+    except Exception:  # noqa: BLE001 - the failure is already being reported
+      pass
+
+
 def manager(workdir: str, config=None, read_only: bool = False) -> ocp.CheckpointManager:
   """The CheckpointManager of `<workdir>/checkpoints` (keeps `checkpoint.keep` steps)."""
   if read_only:
@@ -72,8 +85,11 @@ def manager(workdir: str, config=None, read_only: bool = False) -> ocp.Checkpoin
   # Handlers given up front (not just item names) so `item_metadata` can read a step's stored tree.
   handlers = dict(params=ocp.StandardCheckpointHandler(), state=ocp.StandardCheckpointHandler(),
                   meta=ocp.JsonCheckpointHandler())
-  return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)), options=options,
+  mngr = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)), options=options,
                                item_handlers=handlers)
+  if not read_only:
+    _OPEN.add(mngr)
+  return mngr
 
 
 def _state_item(state) -> dict:
@@ -82,6 +98,38 @@ def _state_item(state) -> dict:
   if state.aux is not None:
     item["aux"] = state.aux
   return item
+
+
+def state_bytes(state) -> int:
+  """Bytes of a (possibly abstract) train state's arrays on this process: an upper bound of a checkpoint's size."""
+  import math
+
+  total = 0
+  for a in jax.tree.leaves(state):
+    try:
+      itemsize = np.dtype(a.dtype).itemsize
+    except TypeError:  # a typed PRNG key: stored as 2 x uint32 key data
+      itemsize = 8
+    total += int(math.prod(a.shape)) * itemsize
+  return total // max(jax.process_count(), 1)
+
+
+def check_disk_space(directory: str, state, what: str) -> None:
+  """Raises EnvironmentFailure when the filesystem of `directory` cannot hold one more checkpoint of
+  `state` (its uncompressed size, plus 256 KiB of metadata): refused before orbax starts writing, so a
+  full disk never leaves a half-written step or a flood of errors from its writer threads."""
+  import shutil
+
+  path = directory
+  while not os.path.exists(path) and os.path.dirname(path) != path:
+    path = os.path.dirname(path)
+  if not os.access(path, os.W_OK):
+    raise errors.EnvironmentFailure(f"cannot write in {path} (read-only filesystem or no permission)")
+  need = state_bytes(state) + (1 << 18)
+  free = shutil.disk_usage(path).free
+  if free < need:
+    raise errors.EnvironmentFailure(f"not enough disk space for {what} in {directory}: it needs up to "
+                                    f"{need / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free")
 
 
 CHECKSUM_ALGORITHM = "fmix32-sum-v1"
@@ -165,6 +213,8 @@ def save(mngr: ocp.CheckpointManager, state, meta: dict) -> None:
   The checksums of its arrays go into `meta` (computed before the save starts, on the device).
   """
   step = int(sharding.first_local(state.step))
+  mngr.wait_until_finished()  # the previous save has taken its space (orbax waits for it anyway)
+  check_disk_space(str(mngr.directory), state, f"checkpoint step {step}")
   meta = {**meta, "checksums": {"algorithm": CHECKSUM_ALGORITHM,
                                 **checksums({"params": state.params, "state": _state_item(state)})}}
   mngr.save(step, force=True, args=ocp.args.Composite(

@@ -20,6 +20,7 @@ code: the traceback is printed and the exit status is `EXIT_INTERNAL`. Nothing h
 from __future__ import annotations
 
 import errno
+import re
 
 EXIT_OK = 0
 EXIT_DIVERGED = 1
@@ -80,7 +81,9 @@ def environment_message(e: BaseException) -> str | None:
     text = str(x)
     for needle in _ENVIRONMENT_TEXT:
       if needle in text:
-        return f"{needle} ({type(x).__name__}: {one_line(text)})"
+        path = re.search(r'(?:Failed writing|Error opening file|local file|Failed to open)[^"]*"([^"]+)"', text)
+        where = f" writing {path.group(1)}" if path else ""
+        return f"{needle}{where} ({type(x).__name__} from {type(x).__module__.split('.')[0]})"
   return None
 
 

@@ -194,7 +194,9 @@ def main(argv, config=None) -> int:
 
   from absl import logging
 
-  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  # orbax logs every save at INFO, and a failed background save at ERROR with tracebacks from each of its
+  # threads; the same error reaches this thread when the save is awaited, and is reported here in one line.
+  logging.set_verbosity(logging.FATAL)
   try:
     from jaxae import distributed
 
@@ -231,6 +233,9 @@ def main(argv, config=None) -> int:
     print("error: stopped at once (second Ctrl-C); the work since the last checkpoint is lost", file=sys.stderr)
     return 128 + int(signal.SIGINT)
   except Exception as e:  # noqa: BLE001 - classified: the environment, or a bug
+    from jaxae import checkpoints
+
+    checkpoints.close_all()  # let orbax's background writes end before the process does
     message = errors.environment_message(e)
     if message is None:
       import traceback

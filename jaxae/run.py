@@ -244,20 +244,23 @@ def train_and_evaluate(config, workdir: str, fresh: bool = False, on_corrupt: st
     train.build_net(g.config, data.train.x.shape[1:])  # shapes; the contract of the user's own modules
     train.steps_per_call(g.config, len(data.train))
     mesh = sharding.member_mesh(len(g.members))  # several processes: the members must split evenly over them
-    _check_memory(g, data, normalizers[kind], mesh)
+    _check_resources(g, data, normalizers[kind], mesh, workdir)
   # One run at a time on a workdir (a lock held by process 0); its files are all checked before any changes.
   with workdir_lib.locked(workdir, sharding.is_primary(), sharding.any_process):
     workdir_lib.check(workdir, _runs(config, groups, workdir), fresh)
     return _train_all(config, groups, data, normalizers, workdir, fresh, on_corrupt)
 
 
-def _check_memory(group, data, normalizer, mesh) -> None:
-  """ConfigError when the group's state, gradients and data cannot fit in a device's memory (memory.py)."""
+def _check_resources(group, data, normalizer, mesh, workdir) -> None:
+  """ConfigError when the group's state, gradients and data cannot fit in a device's memory (memory.py);
+  EnvironmentFailure when the workdir's disk cannot hold one checkpoint."""
   from jaxae import memory
 
   program = train.build(group, data.train.x.shape[1:], len(data.train), normalizer=normalizer)
   data_bytes = sum(int(np.prod(s.x.shape)) * s.x.dtype.itemsize for s in (data.train, data.eval))
-  memory.check_fits(program.abstract_state(), data_bytes, devices=mesh.size)
+  abstract = program.abstract_state()
+  memory.check_fits(abstract, data_bytes, devices=mesh.size)
+  checkpoints.check_disk_space(workdir, abstract, "a checkpoint")
 
 
 def _runs(config, groups, workdir) -> list:

@@ -500,3 +500,56 @@ def test_polite_stop_is_143(tmp_path):
   out, err = proc.communicate(timeout=120)
   assert proc.returncode == 143 and "to resume:" in out, (out, err)
   assert not (wd / "jaxae.lock").exists()
+
+
+def test_disk_too_small_for_the_next_checkpoint(wd, monkeypatch, capsys):
+  """Refused before orbax writes anything (no half-written step); the saved steps and metrics stay."""
+  import collections
+  import shutil as shutil_lib
+
+  from jaxae import checkpoints
+
+  usage = collections.namedtuple("usage", "total used free")
+  real = checkpoints.check_disk_space
+  calls = []
+
+  def nearly_full(directory, state, what):
+    calls.append(what)
+    with monkeypatch.context() as m:
+      m.setattr(shutil_lib, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000) if len(calls) > 1 else
+                usage(10**9, 0, 10**9))
+      real(directory, state, what)
+
+  monkeypatch.setattr(checkpoints, "check_disk_space", nearly_full)
+  rc, out, err = run_main(monkeypatch, capsys, f"--workdir={wd}", *ARGS, "--config.train.epochs=3")
+  line = one_line(err)
+  assert rc == 74 and "not enough disk space for checkpoint step 24" in line and "MiB are free" in line, err
+  assert sorted(os.listdir(wd / "checkpoints")) == ["16", "8"]
+
+
+def test_compilation_cache_must_be_private(tmp_path, monkeypatch):
+  from jaxae import main
+
+  fresh = tmp_path / "cache" / "xla"
+  assert main.private_directory(str(fresh)) is None and (fresh.stat().st_mode & 0o777) == 0o700
+  shared = tmp_path / "shared"
+  shared.mkdir()
+  shared.chmod(0o777)
+  assert "writable by group or others" in main.private_directory(str(shared))
+  monkeypatch.setattr(os, "getuid", lambda: os.stat(fresh).st_uid + 1)
+  assert "owned by another user" in main.private_directory(str(fresh))
+  (tmp_path / "file").write_text("")
+  monkeypatch.undo()
+  assert main.private_directory(str(tmp_path / "file")) is not None
+
+
+def test_console_script_help_lists_the_flags(monkeypatch, capsys):
+  from jaxae import main
+
+  monkeypatch.setattr(sys, "argv", ["jaxae", "--help"])
+  with pytest.raises(SystemExit) as e:
+    main.run()
+  out = capsys.readouterr().out
+  assert e.value.code == 0
+  for flag in ("--config:", "--workdir:", "--[no]fresh:", "--on_corrupt:", "--config.KEY=VALUE"):
+    assert flag in out, out

@@ -85,8 +85,3 @@ def load(spec: str) -> ml_collections.ConfigDict:
     raise errors.ConfigError(f"--config={spec}: get_config() in {filename} returned a {type(config).__name__}, "
                              f"expected an ml_collections.ConfigDict (start from jaxae.configs.base_config())")
   return config
-
-
-if __name__ == "__main__":  # python -m jaxae.config_files: the built-in names and their files
-  for n in builtin():
-    print(f"{n:<12} {os.path.join(HERE, n + '.py')}")
