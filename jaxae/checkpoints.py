@@ -135,45 +135,57 @@ def check_disk_space(directory: str, state, what: str) -> None:
 CHECKSUM_ALGORITHM = "fmix32-sum-v1"
 
 
-def _fmix32(h):
-  """MurmurHash3's 32-bit finalizer (Appleby 2011): a bijection of uint32 that mixes every input bit."""
-  import jax.numpy as jnp
-
+def _fmix32(h, xp):
+  """MurmurHash3's 32-bit finalizer (Appleby 2011): a bijection of uint32 that mixes every input bit.
+  `xp` is numpy or jax.numpy (uint32 arithmetic wraps modulo 2^32 in both)."""
   h = h ^ (h >> 16)
-  h = h * jnp.uint32(0x85EBCA6B)
+  h = h * xp.uint32(0x85EBCA6B)
   h = h ^ (h >> 13)
-  h = h * jnp.uint32(0xC2B2AE35)
+  h = h * xp.uint32(0xC2B2AE35)
   return h ^ (h >> 16)
 
 
-def _words(a):
-  """The bits of `a` (leading member axis) as uint32 words, (M, n)."""
-  import jax.numpy as jnp
-
+def _words(a, xp):
+  """The bits of `a` (leading member axis) as uint32 words, (M, n); `xp` is numpy or jax.numpy."""
   a = a.reshape(a.shape[0], -1) if a.ndim else a.reshape(1, 1)
-  if a.dtype == jnp.bool_:
-    return a.astype(jnp.uint32)
-  size = jnp.dtype(a.dtype).itemsize
-  unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[size]
-  bits = jax.lax.bitcast_convert_type(a, unsigned)
-  return bits.reshape(a.shape[0], -1).astype(jnp.uint32)
+  if a.dtype == xp.bool_:
+    return a.astype(xp.uint32)
+  unsigned = {1: xp.uint8, 2: xp.uint16, 4: xp.uint32, 8: xp.uint32}[np.dtype(a.dtype).itemsize]
+  bits = a.view(unsigned) if xp is np else jax.lax.bitcast_convert_type(a, unsigned)
+  return bits.reshape(a.shape[0], -1).astype(xp.uint32)
+
+
+def _leaf_checksum(a, xp):
+  w = _words(a, xp)
+  i = xp.arange(w.shape[1], dtype=xp.uint32)
+  return xp.sum(_fmix32(w ^ _fmix32(i + xp.uint32(1), xp), xp), axis=1, dtype=xp.uint32)
 
 
 @jax.jit
-def _member_checksums(tree):
+def _device_checksum(a):
   import jax.numpy as jnp
 
-  def leaf(a):
-    w = _words(a)
-    i = jnp.arange(w.shape[1], dtype=jnp.uint32)
-    return jnp.sum(_fmix32(w ^ _fmix32(i + jnp.uint32(1))), axis=1, dtype=jnp.uint32)
+  return _leaf_checksum(a, jnp)
 
-  return jax.tree.map(leaf, tree)
+
+def _on_host(a) -> bool:
+  """A jax.Array on this process's CPU (numpy reads it without a copy), or a numpy array."""
+  if isinstance(a, np.ndarray):
+    return True
+  return getattr(a, "is_fully_addressable", False) and all(d.platform == "cpu" for d in a.devices())
 
 
 def checksums(items: dict) -> dict:
-  """{item: {leaf path: [checksum per member]}} of the arrays of `items` (see the module docstring)."""
-  sums = sharding.to_host(_member_checksums(items))
+  """{item: {leaf path: [checksum per member]}} of the arrays of `items` (see the module docstring).
+
+  Computed where the arrays are: with numpy on the host for CPU arrays (no copy, no compilation), with
+  one jitted pass per leaf shape on an accelerator or across hosts (a few integers come back).
+  """
+  leaves = jax.tree.leaves(items)
+  if all(_on_host(a) for a in leaves):
+    sums = jax.tree.map(lambda a: _leaf_checksum(np.asarray(a), np), items)
+  else:
+    sums = sharding.to_host(jax.tree.map(_device_checksum, items))
   return {k: {path: [int(x) for x in np.ravel(v)] for path, v in _named(sums[k]).items()} for k in items}
 
 

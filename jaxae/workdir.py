@@ -33,7 +33,6 @@ import os
 import re
 import shutil
 import socket
-import stat
 from typing import Any, Callable
 
 from jaxae import checkpoints, configs, errors, files, report

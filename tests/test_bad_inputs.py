@@ -553,3 +553,38 @@ def test_console_script_help_lists_the_flags(monkeypatch, capsys):
   assert e.value.code == 0
   for flag in ("--config:", "--workdir:", "--[no]fresh:", "--on_corrupt:", "--config.KEY=VALUE"):
     assert flag in out, out
+
+
+def _fmix32_reference(h: int) -> int:
+  h ^= h >> 16
+  h = (h * 0x85EBCA6B) & 0xFFFFFFFF
+  h ^= h >> 13
+  h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+  return h ^ (h >> 16)
+
+
+def test_checksum_matches_a_pure_python_reference_and_finds_one_flipped_bit():
+  """The formula of checkpoints.py, on host and device, against plain Python integers over the raw bytes."""
+  import struct
+
+  import jax.numpy as jnp
+
+  from jaxae import checkpoints
+
+  rng = np.random.default_rng(1)
+  tree = {"w": rng.standard_normal((3, 4, 5)).astype(np.float32), "k": rng.integers(0, 2**31, (3, 2)).astype(np.uint32)}
+
+  def reference(a):
+    out = []
+    for row in a.reshape(len(a), -1):
+      words = struct.unpack(f"<{row.size}I", row.tobytes())
+      out.append(sum(_fmix32_reference(w ^ _fmix32_reference(i + 1)) for i, w in enumerate(words)) & 0xFFFFFFFF)
+    return out
+
+  host = checkpoints.checksums({"x": tree})["x"]
+  device = {k: [int(v) for v in np.asarray(checkpoints._device_checksum(jnp.asarray(a)))] for k, a in tree.items()}
+  assert host == device == {k: reference(a) for k, a in tree.items()}
+  flipped = tree["w"].copy()
+  flipped.view(np.uint32)[1, 2, 3] ^= 1 << 7  # one bit of member 1
+  changed = checkpoints.checksums({"x": {**tree, "w": flipped}})["x"]["w"]
+  assert [a != b for a, b in zip(changed, host["w"])] == [False, True, False]
