@@ -588,3 +588,15 @@ def test_checksum_matches_a_pure_python_reference_and_finds_one_flipped_bit():
   flipped.view(np.uint32)[1, 2, 3] ^= 1 << 7  # one bit of member 1
   changed = checkpoints.checksums({"x": {**tree, "w": flipped}})["x"]["w"]
   assert [a != b for a, b in zip(changed, host["w"])] == [False, True, False]
+
+
+def test_every_member_diverged_is_status_1_with_table_and_figures(tmp_path, monkeypatch, capsys):
+  out = tmp_path / "nan"
+  rc, text, err = run_main(monkeypatch, capsys, f"--workdir={out}", *ARGS, "--config.num_seeds=1",
+                           "--config.train.figures=True", "--config.optimizer.name=sgd", "--config.model.output=identity",
+                           "--config.optimizer.learning_rate=1e4",
+                           '--config.sweep={"optimizer.weight_decay": [0, 1e-4]}')
+  assert rc == 1 and one_line(err) == "error: every member diverged", err
+  assert "mean±std" in text and "diverged: seed 0 (epoch 1), seed 0 (epoch 1)" in text
+  assert {"loss_curves.png", "sweep_loss.png"} <= set(os.listdir(out / "figures"))
+  assert json.loads((out / "summary.json").read_text())["settings"][0]["healthy_seeds"] == []
