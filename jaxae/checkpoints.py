@@ -120,7 +120,7 @@ def check_disk_space(directory: str, state, what: str) -> None:
   full disk never leaves a half-written step or a flood of errors from its writer threads."""
   import shutil
 
-  path = directory
+  path = os.path.abspath(directory)
   while not os.path.exists(path) and os.path.dirname(path) != path:
     path = os.path.dirname(path)
   if not os.access(path, os.W_OK):

@@ -315,6 +315,8 @@ def check(workdir: str, runs: list[tuple[str, Any, list[dict] | None]], fresh: b
   if fresh:
     return fresh_plan(workdir)
   for directory, config, members in runs:
+    if directory != workdir:  # a group's folder (the workdir itself may be a link to where runs live)
+      files.refuse_symlink(directory)
     check_run(directory, config, members)
   return []
 

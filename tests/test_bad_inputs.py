@@ -600,3 +600,9 @@ def test_every_member_diverged_is_status_1_with_table_and_figures(tmp_path, monk
   assert "mean±std" in text and "diverged: seed 0 (epoch 1), seed 0 (epoch 1)" in text
   assert {"loss_curves.png", "sweep_loss.png"} <= set(os.listdir(out / "figures"))
   assert json.loads((out / "summary.json").read_text())["settings"][0]["healthy_seeds"] == []
+
+
+def test_relative_workdir_in_a_new_folder(tmp_path, monkeypatch, capsys):
+  monkeypatch.chdir(tmp_path)
+  rc, out, err = run_main(monkeypatch, capsys, "--workdir=runs/new", *ARGS, "--config.train.epochs=1")
+  assert rc == 0 and (tmp_path / "runs" / "new" / "summary.json").exists(), err
