@@ -475,26 +475,28 @@ def _wait(cond, proc, timeout=120.0):
 
 def test_two_processes_on_one_workdir(tmp_path):
   wd = tmp_path / "w"
-  first = _start(wd, "--config.train.epochs=20")
+  first = _start(wd, "--config.train.epochs=1000")  # still training when the others start
   assert _wait(lambda: (wd / "jaxae.lock").exists() and (wd / "jaxae.lock").stat().st_size > 0, first)
-  second = _start(wd, "--config.train.epochs=20")
+  second = _start(wd, "--config.train.epochs=1000")
   out, err = second.communicate(timeout=120)
   assert second.returncode == 75, (out, err)
   assert f"pid {first.pid}" in one_line(err) and "in use by another jaxae run" in err
-  # SIGKILL the first one mid-run: its lock dies with it, and a third run resumes.
-  assert _wait(lambda: (wd / "checkpoints" / "8").exists(), first)
+  # SIGKILL the first one mid-run: its lock dies with it, and a third run resumes and finishes one more epoch.
+  assert _wait(lambda: (wd / "checkpoints" / "16").exists(), first)
   first.kill()
   first.wait()
-  third = _start(wd, "--config.train.epochs=20")
+  assert (wd / "jaxae.lock").exists()  # left behind by the kill, held by nobody
+  epochs = max(int(n) for n in os.listdir(wd / "checkpoints") if n.isdigit()) // 8 + 1
+  third = _start(wd, f"--config.train.epochs={epochs}")
   out, err = third.communicate(timeout=180)
   assert third.returncode == 0 and "resuming" in out, err
-  epochs = [json.loads(line)["epoch"] for line in (wd / "metrics.jsonl").read_text().splitlines()]
-  assert epochs == list(range(1, 21)) and not (wd / "jaxae.lock").exists()
+  records = [json.loads(line)["epoch"] for line in (wd / "metrics.jsonl").read_text().splitlines()]
+  assert records == list(range(1, epochs + 1)) and not (wd / "jaxae.lock").exists()
 
 
 def test_polite_stop_is_143(tmp_path):
   wd = tmp_path / "w"
-  proc = _start(wd, "--config.train.epochs=50")
+  proc = _start(wd, "--config.train.epochs=1000")
   assert _wait(lambda: (wd / "checkpoints" / "8").exists(), proc)
   proc.send_signal(signal.SIGTERM)
   out, err = proc.communicate(timeout=120)
