@@ -78,6 +78,12 @@ def main() -> None:
         blocking.append(t1 - t0)
         total.append(t2 - t0)
         restore.append(t4 - t3)
+    items = {"params": state.params, "state": checkpoints._state_item(state)}
+    checksum = []
+    for _ in range(args.repeats):
+      t0 = time.perf_counter()
+      checkpoints.checksums(items)
+      checksum.append(time.perf_counter() - t0)
     size = du(os.path.join(workdir, checkpoints.CHECKPOINT_DIR, str(step)))
     mngr.close()
 
@@ -87,6 +93,7 @@ def main() -> None:
   print(f"  save, blocking the training loop: {ms(blocking)}")
   print(f"  save, until committed on disk:    {ms(total)}")
   print(f"  restore (params + optimizer state): {ms(restore)}")
+  print(f"  checksums of every array (in save and in restore): {ms(checksum)}")
   print(f"  one checkpoint on disk: {size / 2**20:.1f} MiB")
 
 
