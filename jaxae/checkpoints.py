@@ -21,7 +21,8 @@ the host): for member m and leaf x (its bits as uint32 words w_i, i = 0..n-1),
   checksum = sum_i fmix32(w_i XOR fmix32(i + 1)) mod 2^32
 with fmix32 MurmurHash3's 32-bit finalizer (a bijection of uint32: any change to one word changes the
 sum; words swapped in place change it too). A restore whose bytes do not match is damage
-(`--on_corrupt=previous` falls back), as is metadata that is not what jaxae writes.
+(`--on_corrupt=previous` falls back), as is metadata that is not what jaxae writes or whose own CRC-32
+(`checksums.meta`, zlib over its canonical JSON) no longer matches.
 """
 
 from __future__ import annotations
@@ -229,6 +230,7 @@ def save(mngr: ocp.CheckpointManager, state, meta: dict) -> None:
   check_disk_space(str(mngr.directory), state, f"checkpoint step {step}")
   meta = {**meta, "checksums": {"algorithm": CHECKSUM_ALGORITHM,
                                 **checksums({"params": state.params, "state": _state_item(state)})}}
+  meta["checksums"]["meta"] = meta_checksum(meta)
   mngr.save(step, force=True, args=ocp.args.Composite(
       params=ocp.args.StandardSave(state.params),
       state=ocp.args.StandardSave(_state_item(state)),
@@ -237,6 +239,15 @@ def save(mngr: ocp.CheckpointManager, state, meta: dict) -> None:
 
 def step_path(mngr: ocp.CheckpointManager, step: int) -> str:
   return os.path.join(str(mngr.directory), str(step))
+
+
+def meta_checksum(meta: dict) -> int:
+  """CRC-32 (zlib) of the metadata's canonical JSON, without the checksum itself: a changed value is damage."""
+  import json
+  import zlib
+
+  body = {**meta, "checksums": {k: v for k, v in meta.get("checksums", {}).items() if k != "meta"}}
+  return zlib.crc32(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
 
 
 def _is_int(v, low: int = 0) -> bool:
@@ -267,6 +278,9 @@ def meta_problem(meta, step: int) -> str | None:
     return "'config' is not an object"
   if meta.get("normalizer") is not None and not isinstance(meta.get("normalizer"), dict):
     return "'normalizer' is not an object"
+  saved = meta.get("checksums")
+  if isinstance(saved, dict) and "meta" in saved and saved["meta"] != meta_checksum(meta):
+    return "does not match the checksum saved with it (a value was changed)"
   return None
 
 

@@ -57,7 +57,8 @@ class EnvironmentFailure(Exception):
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG,
                        errno.ENOTDIR, errno.EMFILE, errno.ENFILE, errno.ENOMEM}
 _ENVIRONMENT_TEXT = ("No space left on device", "Disk quota exceeded", "Read-only file system", "Permission denied",
-                     "File too large", "Input/output error", "Operation not permitted")
+                     "File too large", "Input/output error", "Operation not permitted",
+                     "Out of memory")  # XLA's RESOURCE_EXHAUSTED when activations do not fit (memory.py)
 
 
 def _chain(e: BaseException):

@@ -354,14 +354,26 @@ def _meta(w, step=16):
   return w / "checkpoints" / str(step) / "meta" / "metadata"
 
 
+def _flip_array_checksum(meta):
+  """One bit of member 0's checksum of the first params array, the metadata's own checksum kept valid: what
+  verification sees when that array's bytes changed on disk."""
+  from jaxae import checkpoints
+
+  sums = meta["checksums"]["params"]
+  first = next(iter(sums))
+  sums[first] = [sums[first][0] ^ 1, *sums[first][1:]]
+  meta["checksums"]["meta"] = checkpoints.meta_checksum(meta)
+
+
 CRAFTED = {
     "meta_epoch_text": (lambda w: _edit_json(_meta(w), lambda m: m.update(epoch="two")), ["'epoch' is 'two'"]),
+    "meta_epoch_changed": (lambda w: _edit_json(_meta(w), lambda m: m.update(epoch=1)),
+                           ["does not match the checksum saved with it"]),
     "meta_members_missing": (lambda w: _edit_json(_meta(w), lambda m: m.pop("members")), ["'members' is not a list"]),
     "meta_step_moved": (lambda w: _edit_json(_meta(w), lambda m: m.update(step=8)), ["'step' is 8 in the folder of step 16"]),
     "meta_not_json": (lambda w: _meta(w).write_text("{"), ["damaged or incomplete (JSONDecodeError"]),
-    "checksum_edited": (lambda w: _edit_json(_meta(w), lambda m: m["checksums"]["params"].update(
-        {k: [v[0] ^ 1, v[1]] for k, v in list(m["checksums"]["params"].items())[:1]})),
-        ["do not match the checksum saved with them", "(member 0)"]),
+    "array_checksum_edited": (lambda w: _edit_json(_meta(w), _flip_array_checksum),
+                              ["do not match the checksum saved with them", "(member 0)"]),
 }
 
 
