@@ -8,6 +8,7 @@ of ± one standard deviation (sample std, ddof=1).
 from __future__ import annotations
 
 import os
+import warnings
 
 import matplotlib
 
@@ -41,8 +42,10 @@ def band(ax, x, values, label: str, color=None):
   values = np.asarray(values, dtype=np.float64)
   ok = np.all(np.isfinite(values), axis=1)
   values = values[ok] if ok.any() else values
-  mean = np.nanmean(values, axis=0)
-  std = np.nanstd(values, axis=0, ddof=1) if len(values) > 1 else np.zeros_like(mean)
+  with warnings.catch_warnings():  # every member diverged: all-NaN columns draw nothing, silently
+    warnings.simplefilter("ignore", RuntimeWarning)
+    mean = np.nanmean(values, axis=0)
+    std = np.nanstd(values, axis=0, ddof=1) if len(values) > 1 else np.zeros_like(mean)
   line, = ax.plot(x, mean, label=f"{label} (n={len(values)})", color=color)
   ax.fill_between(x, mean - std, mean + std, alpha=0.25, color=line.get_color(), linewidth=0)
   return line
