@@ -3,8 +3,8 @@
   python benchmarks/checkpoint_speed.py [--config=configs/vae.py] [--seeds=8] [--repeats=7]
 
 Builds the real TrainState of the config (default model size, `--seeds` members, Adam state) without
-training, then times `checkpoints.save` (the blocking part the training loop waits for, and until the
-asynchronous write is committed) and `checkpoints.restore` against the abstract state, median over
+training, then times `checkpoints.save` (the blocking part the training loop waits for, which includes the
+checksum of every array, and until the asynchronous write is committed) and `checkpoints.restore` against the abstract state, median over
 `--repeats`. Prints the size of one step directory on disk.
 """
 
@@ -56,7 +56,8 @@ def main() -> None:
   abstract = program.abstract_state()
   jax.block_until_ready(state)
   n_params = sum(a.size for a in jax.tree.leaves(state.params))
-  meta = {"epoch": 0, "config": config.to_dict(), "members": [{"seed": s} for s in seeds]}
+  meta = {"epoch": 0, "config": config.to_dict(), "members": [{"setting_index": 0, "setting": {}, "seed": s} for s in seeds],
+          "diverged": {}, "data_shape": list(image_shape)}  # what the training loop stores (checkpoints.meta_problem)
 
   with tempfile.TemporaryDirectory() as workdir:
     mngr = checkpoints.manager(workdir, config)
@@ -77,6 +78,12 @@ def main() -> None:
         blocking.append(t1 - t0)
         total.append(t2 - t0)
         restore.append(t4 - t3)
+    items = {"params": state.params, "state": checkpoints._state_item(state)}
+    checksum = []
+    for _ in range(args.repeats):
+      t0 = time.perf_counter()
+      checkpoints.checksums(items)
+      checksum.append(time.perf_counter() - t0)
     size = du(os.path.join(workdir, checkpoints.CHECKPOINT_DIR, str(step)))
     mngr.close()
 
@@ -86,6 +93,7 @@ def main() -> None:
   print(f"  save, blocking the training loop: {ms(blocking)}")
   print(f"  save, until committed on disk:    {ms(total)}")
   print(f"  restore (params + optimizer state): {ms(restore)}")
+  print(f"  checksums of every array (in save and in restore): {ms(checksum)}")
   print(f"  one checkpoint on disk: {size / 2**20:.1f} MiB")
 
 

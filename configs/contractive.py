@@ -1,10 +1,7 @@
-"""Contractive autoencoder (Rifai et al. 2011): MSE + lambda * ||J_encoder(x)||_F^2, exact via jax.jacrev."""
+"""Contractive autoencoder (Rifai et al. 2011): MSE + lambda * ||J_encoder(x)||_F^2, exact via jax.jacrev.
 
-from jaxae.configs import base_config
+The built-in config `--config=contractive` (jaxae/config_files/contractive.py), kept here so that `--config=configs/contractive.py`
+works from a clone of the repository.
+"""
 
-
-def get_config():
-  config = base_config()
-  config.variant = "contractive"
-  config.loss.contractive_weight = 1e-3
-  return config
+from jaxae.config_files.contractive import get_config  # noqa: F401

@@ -1,10 +1,7 @@
-"""Convolutional autoencoder: Conv 16 and 32 channels (stride 2), Dense bottleneck, upsampling back to 28x28."""
+"""Convolutional autoencoder: Conv 16 and 32 channels (stride 2), Dense bottleneck, upsampling back to 28x28.
 
-from jaxae.configs import base_config
+The built-in config `--config=conv` (jaxae/config_files/conv.py), kept here so that `--config=configs/conv.py`
+works from a clone of the repository.
+"""
 
-
-def get_config():
-  config = base_config()
-  config.variant = "vanilla"
-  config.model.backbone = "conv"
-  return config
+from jaxae.config_files.conv import get_config  # noqa: F401

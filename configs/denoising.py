@@ -1,14 +1,7 @@
 """Denoising autoencoder (Vincent et al. 2008): Gaussian noise sigma=0.3 clipped to [0, 1], clean targets.
 
-noise.kind: 'gaussian' (noise.level = sigma) | 'masking' | 'salt_pepper' (noise.level = probability).
+The built-in config `--config=denoising` (jaxae/config_files/denoising.py), kept here so that `--config=configs/denoising.py`
+works from a clone of the repository.
 """
 
-from jaxae.configs import base_config
-
-
-def get_config():
-  config = base_config()
-  config.variant = "denoising"
-  config.noise.kind = "gaussian"
-  config.noise.level = 0.3
-  return config
+from jaxae.config_files.denoising import get_config  # noqa: F401

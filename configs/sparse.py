@@ -1,14 +1,7 @@
 """Sparse autoencoder: MSE + 1e-3 * mean|z| (the reference protocol).
 
-loss.sparsity: 'l1' (weight loss.sparsity_weight) | 'kl' (target loss.rho) | 'topk' (keep loss.topk units).
+The built-in config `--config=sparse` (jaxae/config_files/sparse.py), kept here so that `--config=configs/sparse.py`
+works from a clone of the repository.
 """
 
-from jaxae.configs import base_config
-
-
-def get_config():
-  config = base_config()
-  config.variant = "sparse"
-  config.loss.sparsity = "l1"
-  config.loss.sparsity_weight = 1e-3
-  return config
+from jaxae.config_files.sparse import get_config  # noqa: F401

@@ -1,10 +1,7 @@
-"""Supervised autoencoder: reconstruction + loss.classifier_weight * cross-entropy of a classifier on the latent."""
+"""Supervised autoencoder: reconstruction + loss.classifier_weight * cross-entropy of a classifier on the latent.
 
-from jaxae.configs import base_config
+The built-in config `--config=supervised` (jaxae/config_files/supervised.py), kept here so that `--config=configs/supervised.py`
+works from a clone of the repository.
+"""
 
-
-def get_config():
-  config = base_config()
-  config.variant = "supervised"
-  config.loss.classifier_weight = 1.0
-  return config
+from jaxae.config_files.supervised import get_config  # noqa: F401

@@ -1,15 +1,7 @@
 """Variational autoencoder (Kingma & Welling 2014): Bernoulli decoder, latent 32, beta = 1.
 
-The loss is the negative ELBO in nats per image; loss.beta != 1 gives the beta-VAE.
+The built-in config `--config=vae` (jaxae/config_files/vae.py), kept here so that `--config=configs/vae.py`
+works from a clone of the repository.
 """
 
-from jaxae.configs import base_config
-
-
-def get_config():
-  config = base_config()
-  config.variant = "vae"
-  config.loss.reconstruction = "bce"  # Bernoulli likelihood; 'mse' = Gaussian with loss.gaussian_sigma
-  config.loss.beta = 1.0
-  config.model.latent_dim = 32
-  return config
+from jaxae.config_files.vae import get_config  # noqa: F401

@@ -1,9 +1,7 @@
-"""Vanilla autoencoder: MLP 784-512-256-32, MSE on sigmoid outputs, Adam 1e-3, batch 128, 30 epochs."""
+"""Vanilla autoencoder: MLP 784-512-256-32, MSE on sigmoid outputs, Adam 1e-3, batch 128, 30 epochs.
 
-from jaxae.configs import base_config
+The built-in config `--config=vanilla` (jaxae/config_files/vanilla.py), kept here so that `--config=configs/vanilla.py`
+works from a clone of the repository.
+"""
 
-
-def get_config():
-  config = base_config()
-  config.variant = "vanilla"
-  return config
+from jaxae.config_files.vanilla import get_config  # noqa: F401

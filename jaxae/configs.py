@@ -14,6 +14,7 @@ from typing import Any
 import ml_collections
 
 from jaxae import data as data_lib
+from jaxae import errors
 from jaxae import models, sources
 from jaxae.sources import folder
 
@@ -153,8 +154,7 @@ def sweepable(config) -> dict[str, str]:
   return {**OPTIMIZER_HPARAMS, **{key: name for name, key in variant_of(config).hparams.items()}}
 
 
-class ConfigError(ValueError):
-  """A config value that cannot work; raised before any training starts."""
+ConfigError = errors.ConfigError  # a config value that cannot work (errors.BadInput, ValueError)
 
 
 def _choice(config, key: str, options) -> None:
@@ -174,6 +174,18 @@ def _nonneg_float(config, key: str) -> None:
   value = get(config, key)
   if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
     raise ConfigError(f"{key}={value!r} must be a non-negative number")
+
+
+def _check_finite(config) -> None:
+  """Every number in the config is finite (NaN or Inf is never a meaningful setting)."""
+  import math
+
+  for key, value in flatten(config).items():
+    if key.startswith(FREE_FORM):
+      continue
+    for v in value if isinstance(value, list) else [value]:
+      if isinstance(v, float) and not math.isfinite(v):
+        raise ConfigError(f"{key}={value!r} must be a finite number")
 
 
 def get(config, dotted: str) -> Any:
@@ -227,6 +239,7 @@ def validate(config) -> None:
   """Checks every value a run depends on. Raises ConfigError with a one-line message."""
   known = base_config()
   _check_keys(config, known, "")
+  _check_finite(config)
   variant = variant_of(config)
   _choice(config, "model.backbone", BACKBONES)
   _choice(config, "model.init", models.INITS)
@@ -251,6 +264,8 @@ def validate(config) -> None:
     value = get(config, key)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
       raise ConfigError(f"{key}={value!r} must be a rate in [0, 1)")
+  if not 0 <= config.optimizer.momentum < 1:
+    raise ConfigError(f"optimizer.momentum={config.optimizer.momentum!r} must be in [0, 1)")
   if not 0 <= config.data.holdout_fraction < 1:
     raise ConfigError(f"data.holdout_fraction={config.data.holdout_fraction!r} must be in [0, 1)")
   for key, empty_ok in (("model.hidden", False), ("model.conv_channels", False), ("model.classifier_hidden", True)):
@@ -341,5 +356,9 @@ def with_values(config, values: dict[str, Any]) -> ml_collections.ConfigDict:
     node = config
     for p in parents:
       node = node[p]
-    node[leaf] = tuple(value) if isinstance(node[leaf], tuple) else value
+    try:
+      node[leaf] = tuple(value) if isinstance(node[leaf], tuple) else value
+    except TypeError:  # ConfigDict's type safety: a value of another type than the key's default
+      raise ConfigError(f"{key}={value!r} must be a {type(node[leaf]).__name__}, like its default "
+                        f"{node[leaf]!r}") from None
   return config

@@ -20,13 +20,15 @@ from typing import Mapping
 
 import jax
 
+from jaxae import errors
+
 _initialized = False
 
 
 def detect(env: Mapping[str, str] | None = None) -> tuple[str, dict] | None:
   """(cluster kind, jax.distributed.initialize kwargs) the environment asks for, or None for one process.
 
-  Raises ValueError when JAXAE_COORDINATOR is set without a valid process count and id.
+  Raises ConfigError (a ValueError) when JAXAE_COORDINATOR is set without a valid process count and id.
   """
   env = os.environ if env is None else env
   if env.get("JAXAE_COORDINATOR"):
@@ -34,10 +36,10 @@ def detect(env: Mapping[str, str] | None = None) -> tuple[str, dict] | None:
       kwargs = dict(coordinator_address=env["JAXAE_COORDINATOR"], num_processes=int(env["JAXAE_NUM_PROCESSES"]),
                     process_id=int(env["JAXAE_PROCESS_ID"]))
     except (KeyError, ValueError) as e:
-      raise ValueError("JAXAE_COORDINATOR=host:port needs integer JAXAE_NUM_PROCESSES and JAXAE_PROCESS_ID "
+      raise errors.ConfigError("JAXAE_COORDINATOR=host:port needs integer JAXAE_NUM_PROCESSES and JAXAE_PROCESS_ID "
                        f"({type(e).__name__}: {e})") from None
     if not 0 <= kwargs["process_id"] < kwargs["num_processes"]:
-      raise ValueError(f"JAXAE_PROCESS_ID={kwargs['process_id']} must be in [0, JAXAE_NUM_PROCESSES={kwargs['num_processes']})")
+      raise errors.ConfigError(f"JAXAE_PROCESS_ID={kwargs['process_id']} must be in [0, JAXAE_NUM_PROCESSES={kwargs['num_processes']})")
     if env.get("JAXAE_LOCAL_DEVICE_IDS"):
       kwargs["local_device_ids"] = [int(i) for i in env["JAXAE_LOCAL_DEVICE_IDS"].split(",")]
     return "explicit", kwargs

@@ -57,7 +57,8 @@ def load_run(workdir: str, seed: int | None = None, setting: int | None = None, 
 
   `step` defaults to the latest complete checkpoint. `group` picks a sub-run of a sweep with static keys
   (a folder name under `<workdir>/groups/`). Raises FileNotFoundError when there is no checkpoint,
-  CheckpointError when it is damaged, KeyError for a seed that the run does not have.
+  CheckpointError when it is damaged (unreadable, or bytes that do not match the checksums saved
+  with it), KeyError for a seed that the run does not have.
   """
   if group is not None:
     workdir = os.path.join(workdir, "groups", group)
@@ -76,6 +77,7 @@ def load_run(workdir: str, seed: int | None = None, setting: int | None = None, 
   try:
     checkpoints.check_stored_tree(mngr, step, abstract)
     params = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract))).params
+    checkpoints.verify(mngr, step, {"params": params}, meta)  # the bytes are the ones saved
   except checkpoints.CheckpointError:
     mngr.close()
     raise

@@ -1,81 +1,251 @@
-"""Command line: `python -m jaxae.main --config=configs/vae.py --workdir=runs/vae [--config.x=y ...]`.
+"""Command line: `jaxae --config=vae --workdir=runs/vae [--config.KEY=VALUE ...]` (or `python -m jaxae.main`).
 
-Exit status: 0 on success; 2 for a bad config, dataset or checkpoint (one-line error, nothing trained);
-1 when every member diverged; 128 + signal number after a polite stop (SIGINT 130, SIGTERM 143).
+`--config` is a built-in config's name (`python -m jaxae.config_files` lists them) or a config file,
+optionally with an argument (`--config=keras_dense:supervised`). `--config.KEY=VALUE` overrides any key
+of it. Everything the user types is parsed here, before absl or jax see it, so that a typo, an unknown
+key, a value of the wrong type or a config file that does not load is one line and exit status 2.
+
+Exit status (errors.py has the table): 0 success; 1 every member diverged; 2 bad input (one-line error,
+nothing trained or changed); 70 internal error (a bug, traceback printed); 74 environment failure (disk
+full, read-only filesystem, permissions); 75 the workdir is in use by another run; 128 + signal number
+after a polite stop (SIGINT 130, SIGTERM 143).
 """
 
 from __future__ import annotations
 
+import ast
 import sys
 
 from absl import app, flags
-from ml_collections import config_flags
 
-from jaxae import checkpoints, configs
-from jaxae import data as data_lib
+from jaxae import errors
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
+_CONFIG = flags.DEFINE_string("config", None, "A built-in config (vae, vanilla, conv, ...: python -m "
+                              "jaxae.config_files lists them) or a config file, optionally with an argument "
+                              "(FILE.py:ARG). Override its keys with --config.KEY=VALUE.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and figures.")
 _FRESH = flags.DEFINE_bool("fresh", False, "Discard what jaxae wrote in --workdir and start over.")
 _ON_CORRUPT = flags.DEFINE_enum("on_corrupt", "fail", ["fail", "previous"],
                                 "A damaged latest checkpoint: stop with an error, or resume from the previous one.")
-flags.mark_flags_as_required(["config", "workdir"])
+FREE_FORM_PREFIXES = ("model.encoder_kwargs.", "model.decoder_kwargs.")  # configs.FREE_FORM groups
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
 def _enable_compilation_cache() -> None:
   """jax's persistent compilation cache in ~/.cache/jaxae/xla unless the user configured one (or set
   JAXAE_COMPILATION_CACHE=''): a repeated or resumed run skips its compiles (startup 8.9 s -> 4.9 s,
-  benchmarks/RESULTS.md)."""
+  benchmarks/RESULTS.md).
+
+  The cache holds executables that jax loads and runs, so it must be a directory only this user can
+  write: created with mode 0700; one owned by another user, or writable by group or others, is not
+  used (a warning says so, and the run compiles as if there were no cache).
+  """
   import os
 
   import jax
 
   path = os.environ.get("JAXAE_COMPILATION_CACHE", os.path.expanduser("~/.cache/jaxae/xla"))
-  if path and not jax.config.jax_compilation_cache_dir:
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  if not path or jax.config.jax_compilation_cache_dir:
+    return
+  problem = private_directory(path)
+  if problem:
+    print(f"warning: not using the compilation cache {path}: {problem}", file=sys.stderr)
+    return
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def main(argv) -> int:
+def private_directory(path: str) -> str | None:
+  """Creates `path` (mode 0700) if missing; returns why it is not private to this user, or None."""
+  import os
+  import stat
+
+  try:
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.stat(path)
+  except OSError as e:
+    return f"cannot create it ({e.strerror})"
+  if not stat.S_ISDIR(st.st_mode):
+    return "not a directory"
+  if hasattr(os, "getuid") and st.st_uid != os.getuid():
+    return f"owned by another user (uid {st.st_uid})"
+  if st.st_mode & 0o022:
+    return f"writable by group or others (mode {stat.S_IMODE(st.st_mode):o}; chmod 700 it to use it)"
+  return None
+
+
+def _parse_value(key: str, text: str, current):
+  """`text` typed for config key `key`, converted to the type of its current value. Raises ConfigError."""
+  import ml_collections
+
+  kind = type(current).__name__
+  if isinstance(current, ml_collections.ConfigDict):
+    raise errors.ConfigError(f"--config.{key}={text!r}: {key!r} is a group of keys; set one of them "
+                             f"(--config.{key}.KEY=VALUE)")
+  try:
+    if isinstance(current, bool):
+      if text.strip().lower() not in _TRUE + _FALSE:
+        raise ValueError
+      return text.strip().lower() in _TRUE
+    if isinstance(current, int):
+      return int(text)
+    if isinstance(current, float):
+      return float(text)
+    if isinstance(current, (tuple, list)):
+      value = ast.literal_eval(text) if text.strip() else ()
+      value = value if isinstance(value, (tuple, list)) else (value,)
+      return tuple(value)
+    if isinstance(current, str):
+      return text
+    if current is None:
+      try:
+        return ast.literal_eval(text)
+      except (ValueError, SyntaxError):
+        return text
+  except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+    kind = {"int": "an integer", "float": "a number", "bool": "true or false", "tuple": "a tuple such as (64, 32)",
+            "list": "a list such as [64, 32]"}.get(kind, kind)
+    raise errors.ConfigError(f"--config.{key}={text!r} must be {kind}") from None
+  raise errors.ConfigError(f"--config.{key} cannot be set on the command line (a {kind}): set it in a config file")
+
+
+def apply_override(config, key: str, text: str) -> None:
+  """Sets dotted `key` of `config` from the command-line text `text`. Raises ConfigError naming the key."""
+  import ml_collections
+
+  *parents, leaf = key.split(".")
+  if not key or not all(key.split(".")):
+    raise errors.ConfigError(f"--config.{key}={text!r}: not a config key")
+  node = config
+  for i, part in enumerate(parents):
+    if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+      raise errors.ConfigError(f"unknown config key {'.'.join(parents[:i + 1])!r} (--config.{key})")
+    node = node[part]
+  free = any((key + ".").startswith(p) and key + "." != p for p in FREE_FORM_PREFIXES)
+  if leaf not in node:
+    if not free:
+      raise errors.ConfigError(f"unknown config key {key!r} (--config.{key})")
+    node[leaf] = _parse_value(key, text, None)
+    return
+  node[leaf] = _parse_value(key, text, node[leaf])
+
+
+def split_argv(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+  """(arguments for absl, [(key, text)] of the --config.KEY=VALUE overrides in order)."""
+  rest, overrides = list(argv[:1]), []
+  i = 1
+  while i < len(argv):
+    arg = argv[i]
+    if arg == "--":
+      rest += argv[i:]
+      break
+    if arg.startswith("--config."):
+      key, eq, text = arg[len("--config."):].partition("=")
+      if not eq:
+        if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+          raise errors.ConfigError(f"{arg} needs a value: {arg}=VALUE")
+        i += 1
+        text = argv[i]
+      overrides.append((key, text))
+    else:
+      rest.append(arg)
+    i += 1
+  return rest, overrides
+
+
+def parse(argv: list[str]):
+  """(config with overrides applied, leftover arguments) of a command line (argv[0] is the program).
+
+  Raises errors.ConfigError (one line) for anything wrong: unknown flags or keys, values of the wrong type,
+  a missing or broken config file, a missing --workdir.
+  """
+  from jaxae import config_files
+
+  absl_args, overrides = split_argv(argv)
+  flags.FLAGS.unparse_flags()
+  try:
+    rest = flags.FLAGS(absl_args)
+  except flags.Error as e:
+    raise errors.ConfigError(errors.one_line(e)) from None
+  if len(rest) > 1:
+    raise errors.ConfigError(f"unexpected arguments {rest[1:]}: flags are --config, --workdir, --fresh, "
+                             f"--on_corrupt and --config.KEY=VALUE")
+  if not _CONFIG.value:
+    raise errors.ConfigError("--config is required: a built-in name (" + ", ".join(config_files.builtin()) +
+                             ") or a config file")
+  if not _WORKDIR.value:
+    raise errors.ConfigError("--workdir is required: the directory for checkpoints, metrics and figures")
+  config = config_files.load(_CONFIG.value)
+  for key, text in overrides:
+    apply_override(config, key, text)
+  return config, rest
+
+
+def _one_line(e: BaseException) -> str:
+  return " ".join(line.strip() for line in str(e).strip().splitlines() if line.strip())
+
+
+def main(argv, config=None) -> int:
+  """Runs a parsed command line: `config` from `parse` (argv: leftover arguments). Returns the exit status."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   import signal
 
   from absl import logging
 
-  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-  from jaxae import distributed
-
-  distributed.maybe_initialize()  # a multi-host job (Slurm, TPU pod, JAXAE_COORDINATOR): before any device use
-  _enable_compilation_cache()
-  from jaxae import run as run_lib  # Imported after flag parsing: `--help` stays fast.
-
+  # orbax logs every save at INFO, and a failed background save at ERROR with tracebacks from each of its
+  # threads; the same error reaches this thread when the save is awaited, and is reported here in one line.
+  logging.set_verbosity(logging.FATAL)
   try:
-    summary = run_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value, fresh=_FRESH.value, on_corrupt=_ON_CORRUPT.value)
-  except (configs.ConfigError, data_lib.DataError, checkpoints.CheckpointError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  from jaxae import sharding
+    from jaxae import distributed
 
-  quiet = not sharding.is_primary()  # a multi-host job reports once, from process 0
-  if "interrupted" in summary:
-    import shlex
+    distributed.maybe_initialize()  # a multi-host job (Slurm, TPU pod, JAXAE_COORDINATOR): before any device use
+    _enable_compilation_cache()
+    from jaxae import run as run_lib  # Imported after flag parsing: `--help` stays fast.
 
-    resume = [a for a in sys.argv[1:] if a not in ("--fresh", "--fresh=true", "--fresh=True")]  # would wipe it
+    summary = run_lib.train_and_evaluate(config, _WORKDIR.value, fresh=_FRESH.value, on_corrupt=_ON_CORRUPT.value)
+    from jaxae import sharding
+
+    quiet = not sharding.is_primary()  # a multi-host job reports once, from process 0
+    if "interrupted" in summary:
+      import shlex
+
+      resume = [a for a in sys.argv[1:] if a not in ("--fresh", "--fresh=true", "--fresh=True")]  # would wipe it
+      if not quiet:
+        print(f"to resume: {shlex.join([sys.executable, '-m', 'jaxae.main', *resume])}")
+      return 128 + int(getattr(signal, summary["interrupted"]))
+    summaries = summary["groups"].values() if "groups" in summary else [summary]
+    from jaxae import report
+
+    for s in summaries if not quiet else ():
+      print(report.format_table(s))
+    if all(len(e["healthy_seeds"]) == 0 for s in summaries for e in s["settings"]):
+      print("error: every member diverged", file=sys.stderr)
+      return errors.EXIT_DIVERGED
     if not quiet:
-      print(f"to resume: {shlex.join([sys.executable, '-m', 'jaxae.main', *resume])}")
-    return 128 + int(getattr(signal, summary["interrupted"]))
-  summaries = summary["groups"].values() if "groups" in summary else [summary]
-  from jaxae import report
+      print(f"wrote {_WORKDIR.value}/summary.json, metrics.jsonl, figures/ and checkpoints/")
+    return errors.EXIT_OK
+  except errors.BadInput as e:
+    print(f"error: {_one_line(e)}", file=sys.stderr)
+    return getattr(e, "exit_status", errors.EXIT_BAD_INPUT)
+  except KeyboardInterrupt:
+    print("error: stopped at once (second Ctrl-C); the work since the last checkpoint is lost", file=sys.stderr)
+    return 128 + int(signal.SIGINT)
+  except Exception as e:  # noqa: BLE001 - classified: the environment, or a bug
+    from jaxae import checkpoints
 
-  for s in summaries if not quiet else ():
-    print(report.format_table(s))
-  if all(len(e["healthy_seeds"]) == 0 for s in summaries for e in s["settings"]):
-    print("error: every member diverged", file=sys.stderr)
-    return 1
-  if not quiet:
-    print(f"wrote {_WORKDIR.value}/summary.json, metrics.jsonl, figures/ and checkpoints/")
-  return 0
+    checkpoints.close_all()  # let orbax's background writes end before the process does
+    message = errors.environment_message(e)
+    if message is None:
+      import traceback
+
+      traceback.print_exc()
+      print(f"error: internal error ({type(e).__name__}); please report it with the traceback above",
+            file=sys.stderr)
+      return errors.EXIT_INTERNAL
+    print(f"error: {_one_line(message)} (environment failure; what was saved before is intact)", file=sys.stderr)
+    return errors.EXIT_ENVIRONMENT
 
 
 def _config_dir_on_path(argv: list[str]) -> None:
@@ -83,18 +253,57 @@ def _config_dir_on_path(argv: list[str]) -> None:
   (a variant or network defined beside it) wherever the command runs from."""
   import os
 
+  from jaxae import config_files
+
   for i, arg in enumerate(argv):
     value = arg.split("=", 1)[1] if arg.startswith("--config=") else (argv[i + 1] if arg == "--config" and i + 1 < len(argv) else None)
     if value:
-      path = value.split(":", 1)[0]  # 'file.py:arg' passes `arg` to get_config
+      path = config_files.split_spec(value)[0]  # 'file.py:arg' passes `arg` to get_config
       if os.path.isfile(path):
         sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
       return
 
 
+_HELP = ("-h", "-?", "--help", "--helpshort", "--helpfull")
+
+
+def _help() -> str:
+  return (__doc__.split("\n\n")[0] + "\n\n" + flags.FLAGS.module_help(sys.modules[__name__]) +
+          "\n\n  --config.KEY=VALUE: overrides a key of the config (e.g. --config.model.latent_dim=2); the README "
+          "lists every key.")
+
+
+def cli(argv: list[str]) -> int:
+  """The whole command line in this process: parse, run, exit status (what `jaxae` / `python -m jaxae.main` do)."""
+  if any(a in _HELP for a in argv[1:]):
+    print(_help())
+    return errors.EXIT_OK
+  _config_dir_on_path(argv)
+  try:
+    config, rest = parse(argv)
+  except errors.BadInput as e:
+    print(f"error: {_one_line(e)}", file=sys.stderr)
+    return errors.EXIT_BAD_INPUT
+  return main(rest, config)
+
+
 def run() -> None:
+  """The console script `jaxae`."""
+  if any(a in _HELP for a in sys.argv[1:]):
+    print(_help())
+    sys.exit(errors.EXIT_OK)
   _config_dir_on_path(sys.argv)
-  app.run(lambda argv: sys.exit(main(argv)))
+  parsed = {}
+
+  def parse_flags(argv):
+    try:
+      parsed["config"], rest = parse(argv)
+    except errors.BadInput as e:
+      print(f"error: {_one_line(e)}", file=sys.stderr)
+      sys.exit(errors.EXIT_BAD_INPUT)
+    return rest
+
+  app.run(lambda argv: sys.exit(main(argv, parsed["config"])), flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from flax.core import FrozenDict
 from jax import lax
 
 from jaxae import data as data_lib
+from jaxae import errors
 
 ACTIVATIONS = {"relu": nn.relu, "tanh": nn.tanh, "sigmoid": nn.sigmoid, "gelu": nn.gelu, "elu": nn.elu,
                "leaky_relu": nn.leaky_relu, "silu": nn.silu}
@@ -50,7 +51,7 @@ DOWNSAMPLES = ("stride", "maxpool")
 UPSAMPLES = ("transpose", "resize", "depth_to_space", "nearest")
 
 
-class NetworkError(ValueError):
+class NetworkError(errors.BadInput, ValueError):
   """A network that cannot be built for this data (shapes), or a user module that breaks its contract."""
 
 

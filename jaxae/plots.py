@@ -8,6 +8,7 @@ of ± one standard deviation (sample std, ddof=1).
 from __future__ import annotations
 
 import os
+import warnings
 
 import matplotlib
 
@@ -15,14 +16,25 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxae import report  # noqa: E402
+from jaxae import files, report  # noqa: E402
 
 
 def _save(fig, path: str) -> str:
+  """Saves atomically (files.replace_with: never through a symlink, never half a file)."""
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  fig.savefig(path, dpi=150, bbox_inches="tight")
-  plt.close(fig)
+  try:
+    files.replace_with(path, lambda tmp: fig.savefig(tmp, dpi=150, bbox_inches="tight", format="png"))
+  finally:
+    plt.close(fig)
   return path
+
+
+def _log_scale_if_positive(ax) -> None:
+  """A log y axis when every finite value drawn is positive (NaN-only or signed data stay linear)."""
+  ys = np.concatenate([np.ravel(np.asarray(line.get_ydata(), dtype=np.float64)) for line in ax.get_lines()] or [[]])
+  ys = ys[np.isfinite(ys)]
+  if ys.size and (ys > 0).all():
+    ax.set_yscale("log")
 
 
 def band(ax, x, values, label: str, color=None):
@@ -30,8 +42,10 @@ def band(ax, x, values, label: str, color=None):
   values = np.asarray(values, dtype=np.float64)
   ok = np.all(np.isfinite(values), axis=1)
   values = values[ok] if ok.any() else values
-  mean = np.nanmean(values, axis=0)
-  std = np.nanstd(values, axis=0, ddof=1) if len(values) > 1 else np.zeros_like(mean)
+  with warnings.catch_warnings():  # every member diverged: all-NaN columns draw nothing, silently
+    warnings.simplefilter("ignore", RuntimeWarning)
+    mean = np.nanmean(values, axis=0)
+    std = np.nanstd(values, axis=0, ddof=1) if len(values) > 1 else np.zeros_like(mean)
   line, = ax.plot(x, mean, label=f"{label} (n={len(values)})", color=color)
   ax.fill_between(x, mean - std, mean + std, alpha=0.25, color=line.get_color(), linewidth=0)
   return line
@@ -57,7 +71,7 @@ def loss_curves(records: list[dict], members: list[dict], path: str, metric: str
            color=line.get_color() if tr else None).set_linestyle("--")
   ax.set_xlabel("epoch")
   ax.set_ylabel(metric if metric == eval_metric else f"{metric} / {eval_metric}")
-  ax.set_yscale("log")
+  _log_scale_if_positive(ax)
   ax.set_title(title or f"{metric}: mean ± std over seeds")
   ax.legend(fontsize=7)
   ax.grid(alpha=0.3)

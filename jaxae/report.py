@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxae import errors, files
+
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 
@@ -45,24 +47,61 @@ def append_record(workdir: str, record: dict, write: bool = True) -> dict:
   """
   record = _to_json(record)
   if write:
-    with open(os.path.join(workdir, METRICS), "a") as f:
-      f.write(json.dumps(record, allow_nan=False) + "\n")
+    files.append_line(os.path.join(workdir, METRICS), json.dumps(record, allow_nan=False))
   return record
 
 
-def read_records(workdir: str) -> list[dict]:
+def _record_problem(record, epoch: int, num_members: int | None) -> str | None:
+  """Why `record` is not the record jaxae writes for `epoch` (None when it is)."""
+  if not isinstance(record, dict):
+    return f"a JSON {type(record).__name__}, not a record"
+  if record.get("epoch") != epoch or isinstance(record.get("epoch"), bool):
+    return f"epoch {record.get('epoch')!r} where epoch {epoch} comes next"
+  if not isinstance(record.get("step"), int):
+    return f"step {record.get('step')!r} is not an integer"
+  if not isinstance(record.get("train"), dict) or not isinstance(record.get("eval", {}), dict):
+    return "'train' / 'eval' are not {metric: [value per member]}"
+  for split in ("train", "eval"):
+    for name, values in record.get(split, {}).items():
+      if not isinstance(values, list) or not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+                                                 for v in values):
+        return f"{split}/{name} is not a list of numbers"
+      if num_members is not None and len(values) != num_members:
+        return f"{split}/{name} has {len(values)} values for {num_members} members"
+  return None
+
+
+def read_records(workdir: str, num_members: int | None = None) -> list[dict]:
+  """The epoch records of `workdir`'s metrics.jsonl ([] when there is none).
+
+  A last line cut short by a kill (no newline, not JSON) is dropped. Anything else jaxae does not write
+  (a line that is not JSON, epochs out of order or repeated, another number of members than
+  `num_members`) raises WorkdirError naming the file and the line.
+  """
   path = os.path.join(workdir, METRICS)
-  if not os.path.exists(path):
+  if not os.path.lexists(path):
     return []
+  text = files.read_text(path)
+  lines = text.split("\n")
   records = []
-  with open(path) as f:
-    for line in f:
-      line = line.strip()
-      if line:
-        try:
-          records.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut short by a kill: everything after it is stale
-          break
+  for i, line in enumerate(lines, 1):
+    last = i == len(lines)
+    if not line.strip():
+      if last:
+        break
+      raise errors.WorkdirError(f"{path} line {i} is empty: not what jaxae wrote; restore the file, or use --fresh")
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as e:
+      if last:  # cut short by a kill: the epoch is trained again from its checkpoint
+        break
+      raise errors.WorkdirError(f"{path} line {i} is not valid JSON ({e.msg}): not what jaxae wrote; restore the "
+                                f"file, or use --fresh to discard the run") from None
+    problem = _record_problem(record, len(records) + 1, num_members)
+    if problem:
+      raise errors.WorkdirError(f"{path} line {i}: {problem}: not what jaxae wrote (two runs on one workdir, or an "
+                                f"edit); restore the file, or use --fresh to discard the run")
+    records.append(record)
   return records
 
 
@@ -74,12 +113,7 @@ def truncate_records(workdir: str, last_epoch: int, write: bool = True) -> list[
   records = [r for r in read_records(workdir) if r["epoch"] <= last_epoch]
   if not write:
     return records
-  path = os.path.join(workdir, METRICS)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    for r in records:
-      f.write(json.dumps(r, allow_nan=False) + "\n")
-  os.replace(tmp, path)
+  files.write_text(os.path.join(workdir, METRICS), "".join(json.dumps(r, allow_nan=False) + "\n" for r in records))
   return records
 
 
@@ -136,8 +170,8 @@ def summarize(records: list[dict], members: list[dict], diverged: dict[int, int]
 
 
 def write_summary(workdir: str, summary: dict) -> None:
-  with open(os.path.join(workdir, SUMMARY), "w") as f:
-    json.dump(summary, f, indent=1, allow_nan=False)
+  """summary.json, replaced atomically."""
+  files.write_json(os.path.join(workdir, SUMMARY), summary, indent=1)
 
 
 def _fmt(m, s) -> str:

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxae import analysis, checkpoints, configs, models, plots, report, sharding, sweep, train, workdir as workdir_lib
+from jaxae import analysis, checkpoints, configs, files, models, plots, report, sharding, sweep, train, workdir as workdir_lib
 from jaxae import data as data_lib
 
 
@@ -106,8 +106,6 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
   if saved is not None:
     workdir_lib.check_compatible(saved, flat, workdir)
   sharding.barrier("jaxae_config_checked")  # every process has read the old config before it is replaced
-  if primary:
-    workdir_lib.write_config(workdir, config, members, normalizer)
 
   data_shape = data.train.x.shape[1:]
   mesh = sharding.member_mesh(len(members))
@@ -121,14 +119,16 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
     records, diverged = report.truncate_records(workdir, 0, write=primary), {}
   else:
     state, meta = restored
-    records = report.truncate_records(workdir, meta["epoch"], write=primary)
-    diverged = {int(k): v for k, v in meta["diverged"].items()}
-    _say(f"resuming {workdir} from step {train.global_step(state)} (epoch {meta['epoch']})")
     offset = train.global_step(state) % program.steps_per_epoch
     if offset % program.chunk:
       raise checkpoints.CheckpointError(
           f"the checkpoint stopped {offset} steps into an epoch; train.steps_per_call={config.train.steps_per_call} "
           f"must divide {offset} to resume it (use the value the run was started with)")
+    records = report.truncate_records(workdir, meta["epoch"], write=primary)
+    diverged = {int(k): v for k, v in meta["diverged"].items()}
+    _say(f"resuming {workdir} from step {train.global_step(state)} (epoch {meta['epoch']})")
+  if primary:  # after the restore: a damaged checkpoint is refused with the workdir as it was
+    workdir_lib.write_config(workdir, config, members, normalizer)
   parameters = models.param_counts(program.params_abstract())
   _say(report.parameter_lines(parameters))
 
@@ -226,8 +226,9 @@ def _figures(workdir, records, members, program, params, data) -> None:
 def train_and_evaluate(config, workdir: str, fresh: bool = False, on_corrupt: str = "fail") -> dict:
   """Trains all members (seeds x sweep settings) of `config` in `workdir`; returns the summary.
 
-  Raises configs.ConfigError, data_lib.DataError, ValueError (shapes) or checkpoints.CheckpointError
-  before any training starts. `fresh=True` discards what jaxae wrote in `workdir` first.
+  Raises an errors.BadInput (ConfigError, DataError, NetworkError, CheckpointError, WorkdirError;
+  WorkdirBusy when another run holds the workdir) or an errors.EnvironmentFailure before anything in
+  `workdir` changes (workdir.py lists the checks). `fresh=True` discards what jaxae wrote in `workdir` first.
   The returned dict is summary.json's content; with static sweep keys it is
   {"groups": {name: summary}}; after SIGINT/SIGTERM it is {"interrupted": ..., "step", "epoch"}.
   """
@@ -242,7 +243,35 @@ def train_and_evaluate(config, workdir: str, fresh: bool = False, on_corrupt: st
     check_data(g.config, data, normalizers[kind])
     train.build_net(g.config, data.train.x.shape[1:])  # shapes; the contract of the user's own modules
     train.steps_per_call(g.config, len(data.train))
-    sharding.member_mesh(len(g.members))  # several processes: the members must split evenly over them
+    mesh = sharding.member_mesh(len(g.members))  # several processes: the members must split evenly over them
+    _check_resources(g, data, normalizers[kind], mesh, workdir)
+  # One run at a time on a workdir (a lock held by process 0); its files are all checked before any changes.
+  with workdir_lib.locked(workdir, sharding.is_primary(), sharding.any_process):
+    workdir_lib.check(workdir, _runs(config, groups, workdir), fresh)
+    return _train_all(config, groups, data, normalizers, workdir, fresh, on_corrupt)
+
+
+def _check_resources(group, data, normalizer, mesh, workdir) -> None:
+  """ConfigError when the group's state, gradients and data cannot fit in a device's memory (memory.py);
+  EnvironmentFailure when the workdir's disk cannot hold one checkpoint."""
+  from jaxae import memory
+
+  program = train.build(group, data.train.x.shape[1:], len(data.train), normalizer=normalizer)
+  data_bytes = sum(int(np.prod(s.x.shape)) * s.x.dtype.itemsize for s in (data.train, data.eval))
+  abstract = program.abstract_state()
+  memory.check_fits(abstract, data_bytes, devices=mesh.size)
+  checkpoints.check_disk_space(workdir, abstract, "a checkpoint")
+
+
+def _runs(config, groups, workdir) -> list:
+  """(folder, config, members) of each run an invocation trains: the workdir, or one folder per sweep group
+  plus the workdir itself with the whole config."""
+  if len(groups) == 1:
+    return [(workdir, groups[0].config, _members(groups[0]))]
+  return [(workdir, config, None)] + [(os.path.join(workdir, "groups", g.name), g.config, _members(g)) for g in groups]
+
+
+def _train_all(config, groups, data, normalizers, workdir, fresh, on_corrupt) -> dict:
   if fresh and sharding.is_primary():
     workdir_lib.clear(workdir)
   sharding.barrier("jaxae_workdir_ready")  # no process opens the workdir while process 0 clears it
@@ -253,6 +282,8 @@ def train_and_evaluate(config, workdir: str, fresh: bool = False, on_corrupt: st
       plots.sweep_figures(sweep.points([(groups[0], summary)]), swept, os.path.join(workdir, "figures"))
     return summary
   static = [k for k in swept if k not in sweep.dynamic_keys(config, configs.parse_sweep(config))]
+  if sharding.is_primary():
+    workdir_lib.write_config(workdir, config)  # the whole sweep: a later invocation is compared with it
   _say(f"the sweep changes array shapes or code ({', '.join(static)}): "
        f"training {len(groups)} separately compiled groups, each with {len(groups[0].members)} members in one program")
   out = {}
@@ -264,8 +295,7 @@ def train_and_evaluate(config, workdir: str, fresh: bool = False, on_corrupt: st
       return out[g.name]
   if not sharding.is_primary():
     return {"groups": out}
-  with open(os.path.join(workdir, "sweep_summary.json"), "w") as f:
-    json.dump({"groups": out}, f, indent=1)
+  files.write_json(os.path.join(workdir, workdir_lib.SWEEP_SUMMARY), {"groups": out}, indent=1)
   if config.train.figures:
     plots.sweep_figures(sweep.points([(g, out[g.name]) for g in groups]), swept, os.path.join(workdir, "figures"))
   return {"groups": out}

@@ -19,6 +19,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxae import errors
+
 AXIS = "members"
 
 
@@ -26,7 +28,7 @@ def member_mesh(num_members: int, devices=None) -> Mesh:
   """A 1-D mesh over the most devices that divide `num_members` evenly (1 device if none do).
 
   With several processes every process contributes the same number of devices (so each trains
-  num_members / num_processes members). Raises ValueError when num_members is not a multiple of the
+  num_members / num_processes members). Raises ConfigError (a ValueError) when num_members is not a multiple of the
   number of processes: some process would have no member to train.
   """
   devices = list(devices if devices is not None else jax.devices())
@@ -34,7 +36,7 @@ def member_mesh(num_members: int, devices=None) -> Mesh:
   if len(hosts) == 1:
     return Mesh(devices[:math.gcd(num_members, len(devices))], (AXIS,))
   if num_members % len(hosts):
-    raise ValueError(f"{num_members} members (seeds x sweep settings) cannot be split evenly over {len(hosts)} "
+    raise errors.ConfigError(f"{num_members} members (seeds x sweep settings) cannot be split evenly over {len(hosts)} "
                      f"processes: use a multiple of {len(hosts)} (e.g. num_seeds={len(hosts) * math.ceil(num_members / len(hosts))})")
   by_host = [[d for d in devices if d.process_index == h] for h in hosts]
   per_host = math.gcd(num_members // len(hosts), min(len(ds) for ds in by_host))

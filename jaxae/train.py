@@ -44,18 +44,18 @@ class TrainState(train_state.TrainState):
 
 
 def steps_per_epoch(num_train: int, batch_size: int) -> int:
-  """floor(N / B); raises ValueError when the training set is smaller than one batch."""
+  """floor(N / B); raises ConfigError (a ValueError) when the training set is smaller than one batch."""
   if num_train < batch_size:
-    raise ValueError(f"train.batch_size={batch_size} is larger than the training set ({num_train} images)")
+    raise configs.ConfigError(f"train.batch_size={batch_size} is larger than the training set ({num_train} images)")
   return num_train // batch_size
 
 
 def steps_per_call(config, num_train: int) -> int:
-  """Steps per compiled call; raises ValueError unless it divides the epoch (one shape, one compilation)."""
+  """Steps per compiled call; raises ConfigError (a ValueError) unless it divides the epoch (one shape, one compilation)."""
   spe = steps_per_epoch(num_train, config.train.batch_size)
   chunk = min(config.train.steps_per_call or spe, spe)
   if spe % chunk:
-    raise ValueError(f"train.steps_per_call={chunk} must divide the {spe} steps of an epoch "
+    raise configs.ConfigError(f"train.steps_per_call={chunk} must divide the {spe} steps of an epoch "
                      f"({num_train} images // batch {config.train.batch_size})")
   return chunk
 

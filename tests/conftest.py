@@ -90,21 +90,16 @@ def tiny():
 
 
 def run_main(monkeypatch, capsys, *argv):
-  """Runs `python -m jaxae.main ARGV` in this process (flags re-parsed); returns (exit code, stdout, stderr).
+  """Runs `python -m jaxae.main ARGV` in this process (`main.cli`); returns (exit code, stdout, stderr).
 
   In-process, so a variant or module defined by a test is visible to the run.
   """
-  from absl import flags
-
   from jaxae import main
 
   argv = ["jaxae", *argv]
-  monkeypatch.setattr(sys, "argv", argv)  # config_flags reads its overrides from sys.argv
-  for name in [n for n in flags.FLAGS if n.startswith("config.")]:  # overrides are defined per parse
-    delattr(flags.FLAGS, name)
-  flags.FLAGS.unparse_flags()
-  rest = flags.FLAGS(argv)
+  monkeypatch.setattr(sys, "argv", argv)  # the resume hint repeats sys.argv
+  monkeypatch.setattr(sys, "path", list(sys.path))  # main puts the config file's folder on it
   capsys.readouterr()
-  rc = main.main(rest)
+  rc = main.cli(argv)
   out, err = capsys.readouterr()
   return rc, out, err

@@ -12,8 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from jaxae import errors
 
-class DataError(ValueError):
+
+class DataError(errors.BadInput, ValueError):
   """A dataset that cannot be read, or does not fit the config. Its message is one line."""
 
 
