@@ -6,7 +6,9 @@ One run, or one sweep group under `groups/<name>/`:
   metrics.jsonl   one record per epoch (report.py)
   summary.json    final train and held-out metrics per member, mean/std per setting
   checkpoints/    orbax steps (checkpoints.py)
-  figures/        loss curves, reconstructions, sweep figures
+  figures/        loss curves, reconstructions, sweep figures (eval_*.png: python -m jaxae.evaluate)
+  tensorboard/    TensorBoard event files (tracking.py); wandb.json: the Weights & Biases run id
+  evaluation.json, export/   what python -m jaxae.evaluate wrote
 jaxae deletes only these names (`clear`), and only on `--fresh`.
 """
 
@@ -24,7 +26,8 @@ CONFIG = "config.json"
 MEMBERS = "members.json"
 NORMALIZER = "normalizer.json"
 WRITTEN = (CONFIG, MEMBERS, NORMALIZER, report.METRICS, report.SUMMARY, checkpoints.CHECKPOINT_DIR, "figures",
-           "groups", "sweep_summary.json", CONFIG + ".tmp", report.METRICS + ".tmp")
+           "groups", "sweep_summary.json", CONFIG + ".tmp", report.METRICS + ".tmp", "tensorboard", "wandb.json",
+           "evaluation.json", "export")
 
 
 def clear(workdir: str) -> None:
