@@ -303,6 +303,7 @@ class Options:
   figures: bool = True
   embedding: str = "tsne"  # 2-D scatter of codes with d > 2: 'tsne' or 'pca'
   scatter_points: int = 2000
+  probes: bool = True  # linear-probe and k-NN accuracy when the data are labelled
   probe_examples: int = 10000  # training examples the probes are fit on (a fixed random subset)
   batch_size: int = 100  # examples per call of the likelihood estimate
   sample_chunk: int = 100  # samples of q(z|x) decoded at once per example
@@ -349,7 +350,7 @@ def _heldout(run, options: Options, quiet: bool) -> tuple[data_lib.Split, data_l
                                f"trained on {tuple(run.model.data_shape)}")
   if options.max_examples and options.max_examples < len(held):
     held = data_lib.random_subset(held, options.max_examples, data_lib.EVAL_SUBSET_SEED)
-    name += f", {options.max_examples} examples"
+    name += ", a random subset"
   return held, train_split, name
 
 
@@ -416,14 +417,17 @@ def evaluate_run(run, options: Options = Options(), quiet: bool = False) -> dict
     metrics[key] = np.asarray([s[key] for s in stats])
 
   labelled = train_split is not None and data_lib.has_labels(train_split) and data_lib.has_labels(held)
-  if labelled:
+  if labelled and options.probes:
     t = time.perf_counter()
     tr = train_split
     if options.probe_examples and len(tr) > options.probe_examples:
       tr = data_lib.random_subset(tr, options.probe_examples, PROBE_SEED)
     z_tr = codes_and_errors(net, config, run.params, _prepared(net, tr.x), member_loop=member_loop)[0]
-    metrics["probe_accuracy"] = np.asarray([probe_accuracy(z_tr[i], tr.labels, z[i], held.labels) for i in range(num)])
-    metrics["knn_accuracy"] = np.asarray([knn_accuracy(z_tr[i], tr.labels, z[i], held.labels) for i in range(num)])
+    finite = [bool(np.isfinite(z_tr[i]).all() and np.isfinite(z[i]).all()) for i in range(num)]  # diverged: NaN
+    metrics["probe_accuracy"] = np.asarray([probe_accuracy(z_tr[i], tr.labels, z[i], held.labels) if finite[i]
+                                            else np.nan for i in range(num)])
+    metrics["knn_accuracy"] = np.asarray([knn_accuracy(z_tr[i], tr.labels, z[i], held.labels) if finite[i]
+                                          else np.nan for i in range(num)])
     notes["probe_accuracy"] = (f"logistic regression on standardized codes, fit on {len(tr)} training codes, scored on "
                                f"the {n} held-out codes; knn_accuracy: 5 nearest neighbours")
     _log(f"  probes on {len(tr)} training codes: {time.perf_counter() - t:.1f}s", quiet)
@@ -505,18 +509,20 @@ def figures(run, result: dict, figdir: str, options: Options = Options()) -> lis
     paths.append(plots.latent_scatter(emb, None if labels is None else labels[pts], name("codes"),
                                       f"{variant.name}{where}, seed {seed}: {method}, {len(emb)} held-out examples",
                                       axes=("z1", "z2") if method.startswith("code") else (f"{method.split()[0]} 1",
-                                                                                         f"{method.split()[0]} 2")))
+                                                                                         f"{method.split()[0]} 2"),
+                                      legend_title="label"))
     if not images:
       continue
     flat = z.reshape(len(z), -1)
     steps = 10
     rows, row_labels = [], []
     for a, b in _pairs(labels, len(z)):
+      ends = f"{labels[a]}→{labels[b]}" if labels is not None else f"#{a}→#{b}"
       rows.append(decode(net, params, lerp(z[a], z[b], steps)))
-      row_labels.append(f"{a}→{b} line")
+      row_labels.append(f"{ends} line")
       if model is not None:
         rows.append(decode(net, params, slerp(z[a], z[b], steps)))
-        row_labels.append(f"{a}→{b} sphere")
+        row_labels.append(f"{ends} sphere")
     paths.append(plots.image_rows(rows, row_labels, name("interpolations"),
                                   f"{variant.name}{where}, seed {seed}: decoded along paths between held-out codes"))
     # Traversals: one unit at a time from the first held-out code, units ranked by KL (latent model) or variance.
@@ -653,7 +659,7 @@ def format_table(result: dict) -> str:
   """The printed table: one row per seed and mean ± std per setting (report.format_table's layout)."""
   if "groups" in result:
     return "\n".join(f"== group {name}\n{format_table(r)}" for name, r in result["groups"].items())
-  return f"{result['eval_data']}, {result['num_examples']} examples (step {result['step']}, epoch {result['epoch']})\n" + \
+  return f"{result['eval_data']}: {result['num_examples']} examples (step {result['step']}, epoch {result['epoch']})\n" + \
       report.format_table(result)
 
 

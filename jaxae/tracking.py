@@ -111,6 +111,7 @@ def trim_events(logdir: str, max_step: int) -> int:
 
 def _tile(rows: np.ndarray, gap: int = 1) -> np.ndarray:
   """(r, c, H, W, C) images in [0, 1] -> one (r*(H+gap)-gap, c*(W+gap)-gap, C) picture, grey gaps."""
+  rows = np.nan_to_num(np.asarray(rows, np.float32), nan=0.0)  # a diverged member's images are black
   r, c, h, w, ch = rows.shape
   out = np.full((r * (h + gap) - gap, c * (w + gap) - gap, ch), 0.5, np.float32)
   for i in range(r):

@@ -153,6 +153,19 @@ def test_evaluate_a_vae_workdir(vae_run):
     assert abs(np.mean(pred == labels) - entry["eval"]["knn_accuracy"]["per_seed"][i]) < 0.02
 
 
+def test_a_diverged_member_is_reported_and_left_out_of_the_means(vae_run):
+  import dataclasses
+  workdir, result = vae_run
+  run = jaxae.load_run(workdir)
+  params = jax.tree.map(lambda a: a.at[1].set(np.nan), run.params)
+  r = evaluate.evaluate_run(dataclasses.replace(run, params=params, diverged={1: 2}), evaluate.Options(num_samples=64),
+                            quiet=True)
+  assert [d["seed"] for d in r["diverged"]] == [1] and r["settings"][0]["healthy_seeds"] == [0]
+  for name, block in r["settings"][0]["eval"].items():
+    assert block["mean"] == pytest.approx(result["settings"][0]["eval"][name]["per_seed"][0], rel=1e-5), name
+    assert block["std"] == 0.0
+
+
 def test_closed_form_elbo_is_below_the_estimate_on_a_trained_vae(vae_run):
   workdir, result = vae_run
   run = jaxae.load_run(workdir)
