@@ -369,7 +369,7 @@ def evaluate_run(run, options: Options = Options(), quiet: bool = False) -> dict
   """Evaluates every member of a loaded run (`jaxae.load_run(workdir)`, all members); writes nothing.
 
   Returns the evaluation dict (see module docstring) with numpy arrays under the private key '_arrays'
-  (codes, scores, figure inputs) for `write`. Raises data.DataError for held-out data the run cannot use.
+  (codes, scores, figure inputs) for `figures` and `export`. Raises data.DataError for held-out data the run cannot use.
   """
   t0 = time.perf_counter()
   config, net, variant = run.config, run.model, run.variant
@@ -385,6 +385,7 @@ def evaluate_run(run, options: Options = Options(), quiet: bool = False) -> dict
   _log(f"evaluating {num} members on {n} examples of {data_name}", quiet)
   metrics: dict[str, np.ndarray] = {}
   notes: dict[str, str] = {}
+  nll_per_example = None
 
   model = variant.latent_model(config, net) if variant.latent_model is not None else None
   if model is not None and options.num_samples > 0:
@@ -395,7 +396,8 @@ def evaluate_run(run, options: Options = Options(), quiet: bool = False) -> dict
     ll = importance_sampled_log_likelihood(net, model, run.params, member_hparams(config, members), x,
                                            [m["seed"] for m in members], options.num_samples, options.batch_size,
                                            options.sample_chunk, member_loop, train.compiler_options(config))
-    metrics["nll"] = -ll["log_px"].mean(axis=1)
+    nll_per_example = -ll["log_px"]
+    metrics["nll"] = nll_per_example.mean(axis=1)
     metrics["neg_elbo"] = -ll["elbo"].mean(axis=1)
     metrics["recon_nll"] = -ll["recon"].mean(axis=1)
     metrics["kl"] = (ll["recon"] - ll["elbo"]).mean(axis=1)
@@ -448,7 +450,8 @@ def evaluate_run(run, options: Options = Options(), quiet: bool = False) -> dict
                             "healthy_seeds": [members[i]["seed"] for i in idx if healthy[i]], "train": {},
                             "eval": {k: _block(v, idx, h) for k, v in metrics.items()}})
   out["seconds"] = time.perf_counter() - t0
-  out["_arrays"] = {"x": x, "labels": held.labels, "codes": z, "mse": mse, "healthy": healthy, "model": model}
+  out["_arrays"] = {"x": x, "labels": held.labels, "codes": z, "mse": mse, "nll": nll_per_example, "healthy": healthy,
+                    "model": model}
   return out
 
 
@@ -584,7 +587,8 @@ def _posterior(net, params, x, batch_size: int = 1000):
 def export(result: dict, outdir: str, what) -> dict:
   """Writes per-member codes (`codes/member_<i>.npy`, (N, ...) float32), held-out labels (`labels.npy`)
   and per-example reconstruction errors (`scores/member_<i>.npy`, (N,) float32 MSE per element: the
-  anomaly score) under `outdir`, and `index.json` naming them; returns the index."""
+  anomaly score; with a likelihood also `scores/member_<i>_nll.npy`, -log p(x) in nats) under `outdir`,
+  and `index.json` naming them; returns the index."""
   arrays = result["_arrays"]
   index: dict[str, Any] = {"data": result["eval_data"], "num_examples": result["num_examples"], "members": []}
   for kind in what:
@@ -600,6 +604,9 @@ def export(result: dict, outdir: str, what) -> dict:
     if "scores" in what:
       entry["scores"] = f"scores/member_{i:03d}.npy"
       _save_npy(os.path.join(outdir, entry["scores"]), arrays["mse"][i].astype(np.float32))
+      if arrays["nll"] is not None:
+        entry["nll"] = f"scores/member_{i:03d}_nll.npy"
+        _save_npy(os.path.join(outdir, entry["nll"]), arrays["nll"][i].astype(np.float32))
     index["members"].append(entry)
   _write_json(os.path.join(outdir, "index.json"), index)
   return index

@@ -19,9 +19,13 @@ from jaxae import report  # noqa: E402
 
 
 def _save(fig, path: str) -> str:
+  """Saves to a temporary file renamed over `path`: a symlink at `path` is replaced, never written through."""
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  fig.savefig(path, dpi=150, bbox_inches="tight")
+  ext = os.path.splitext(path)[1].lstrip(".") or "png"
+  tmp = f"{path}.tmp{os.getpid()}"
+  fig.savefig(tmp, dpi=150, bbox_inches="tight", format=ext)
   plt.close(fig)
+  os.replace(tmp, path)
   return path
 
 

@@ -143,6 +143,8 @@ def test_evaluate_a_vae_workdir(vae_run):
     np.testing.assert_allclose(np.load(os.path.join(workdir, "export", m["scores"]), allow_pickle=False), mse, rtol=1e-4)
     i = entry["seeds"].index(m["seed"])
     np.testing.assert_allclose(entry["eval"]["recon_mse"]["per_seed"][i], mse.mean(), rtol=1e-4)
+    nll_i = np.load(os.path.join(workdir, "export", m["nll"]), allow_pickle=False)
+    np.testing.assert_allclose(nll_i.mean(), entry["eval"]["nll"]["per_seed"][i], rtol=1e-5)
     np.testing.assert_allclose(entry["eval"]["psnr"]["per_seed"][i], np.mean(10 * np.log10(1 / mse)), rtol=1e-4)
     assert entry["eval"]["active_units"]["per_seed"][i] == np.sum(np.var(z, 0) > 0.01)
     # 5-NN by brute force on the training codes (majority vote, ties to the smallest label).
