@@ -3,7 +3,7 @@
 Scatter of the test images' codes coloured by digit, a grid decoded over the latent plane, a straight
 line between two test digits, and how linearly / locally separable the classes are: a multinomial
 logistic-regression probe and a 5-nearest-neighbour classifier fit on the training codes and scored on
-the test codes (one score per seed).
+the test codes (one score per seed; `jaxae.evaluate.probe_accuracy` and `knn_accuracy`).
 
   python -m experiments.latent --out=out/latent [--runs=out/bottleneck/runs] [--smoke]
 """
@@ -14,33 +14,18 @@ import os
 import time
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.neighbors import KNeighborsClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 import jaxae
 from experiments import bottleneck, common
-from jaxae import analysis, plots
+from jaxae import analysis, evaluate, plots
 from jaxae import data as data_lib
-
-
-def probe_accuracy(z_train, y_train, z_test, y_test) -> float:
-  """Test accuracy of a multinomial logistic regression on standardized codes (a linear probe)."""
-  probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-  return float(probe.fit(z_train, y_train).score(z_test, y_test))
-
-
-def knn_accuracy(z_train, y_train, z_test, y_test, k: int = 5) -> float:
-  """Test accuracy of a k-nearest-neighbour (Euclidean, majority vote) classifier on the codes."""
-  return float(KNeighborsClassifier(k).fit(z_train, y_train).score(z_test, y_test))
+from jaxae.evaluate import knn_accuracy, probe_accuracy  # noqa: F401  (the probes of jaxae.evaluate)
 
 
 def interpolate(model, params, config, a, b, steps: int = 10) -> np.ndarray:
   """Decoded images along the straight line from encode(a) to encode(b): (steps, H, W, C)."""
   za, zb = analysis.encode(model, params, np.stack([a, b]), config)
-  t = np.linspace(0.0, 1.0, steps)[:, None]
-  return analysis.decode(model, params, ((1 - t) * za + t * zb).astype(np.float32), config)
+  return analysis.decode(model, params, evaluate.lerp(za, zb, steps), config)
 
 
 def main(argv=None):

@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 
 import jaxae  # noqa: E402
 from experiments import bottleneck, common  # noqa: E402
-from jaxae import analysis, losses  # noqa: E402
+from jaxae import analysis, evaluate, losses  # noqa: E402
 from jaxae import data as data_lib  # noqa: E402
 
 L0_EPS = 1e-6
@@ -34,7 +34,7 @@ JACOBIAN_IMAGES = 1000
 
 def sparsity_stats(z: np.ndarray) -> dict:
   """L0 per image (mean), fraction of units with |z| > 0.1, and units never above 0.1 ("dead")."""
-  return {"l0": float(np.mean(np.sum(np.abs(z) > L0_EPS, axis=1))),
+  return {"l0": evaluate.code_statistics(z, eps=L0_EPS)["l0"],
           "frac_above_0.1": float(np.mean(np.abs(z) > ACTIVE)),
           "dead_units": int(np.sum(np.all(np.abs(z) <= ACTIVE, axis=0))),
           "mean_abs": float(np.mean(np.abs(z)))}

@@ -19,7 +19,7 @@ import numpy as np
 
 import jaxae
 from experiments import common
-from jaxae import analysis, plots
+from jaxae import analysis, evaluate, plots
 from jaxae import data as data_lib
 
 WEIGHTS = (0.0, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1)
@@ -29,9 +29,8 @@ THRESHOLD = 0.1
 
 def code_stats(z: np.ndarray) -> dict:
   """z (N, d) -> exact L0, L0 at |z| > THRESHOLD (units per image), and mean |z|."""
-  a = np.abs(z)
-  return {"l0": float(np.mean(np.sum(a > 0, axis=1))), "l0_thr": float(np.mean(np.sum(a > THRESHOLD, axis=1))),
-          "mean_abs": float(a.mean())}
+  return {"l0": evaluate.code_statistics(z, eps=0.0)["l0"], "l0_thr": evaluate.code_statistics(z, eps=THRESHOLD)["l0"],
+          "mean_abs": float(np.abs(z).mean())}
 
 
 def main(argv=None):

@@ -14,12 +14,11 @@ import os
 import time
 
 import numpy as np
-from sklearn.manifold import TSNE
 
 import jaxae
 from experiments import bottleneck, common
-from experiments.latent import knn_accuracy, probe_accuracy
-from jaxae import analysis, plots
+from jaxae import analysis, evaluate, plots
+from jaxae.evaluate import knn_accuracy, probe_accuracy
 
 
 def main(argv=None):
@@ -68,7 +67,7 @@ def main(argv=None):
   run = jaxae.load_run(pairs[0][0], seed=pairs[0][1])
   n = min(args.tsne_points, len(test))
   z20 = analysis.encode(run.model, run.params, test.x[:n], run.config)
-  emb = TSNE(2, init="pca", perplexity=min(30.0, (n - 1) / 3), random_state=0).fit_transform(z20)
+  emb, _ = evaluate.embed_2d(z20, "tsne")
   plots.latent_scatter(emb, test.labels[:n], os.path.join(args.out, "tsne_d20.png"),
                        f"t-SNE of the d=20 vanilla AE codes of {n} MNIST test images (seed {pairs[0][1]})")
   common.loss_curves(pairs, os.path.join(args.out, "loss_curves", "vanilla_d20.png"), "vanilla d=20: train and held-out loss")

@@ -48,6 +48,10 @@ RESUME_SAFE = (
     "data.eval_split",
     "data.max_eval",
     "data.data_dir",
+    "log.tensorboard",
+    "log.images",
+    "log.wandb",
+    "log.wandb_project",
 )
 
 
@@ -119,6 +123,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_epochs = 5
   c.checkpoint.keep = 3
+
+  c.log = ml_collections.ConfigDict()  # jaxae/tracking.py
+  c.log.tensorboard = True  # event files in <workdir>/tensorboard/: per-member and mean curves, images
+  c.log.images = 8  # held-out inputs reconstructed per member at evaluation epochs (0 = no images)
+  c.log.wandb = False  # also log to Weights & Biases (pip install wandb)
+  c.log.wandb_project = "jaxae"
   _add_variant_options(c)
   return c
 
@@ -256,7 +266,7 @@ def validate(config) -> None:
               "train.eval_batch_size", "train.unroll", "checkpoint.every_epochs", "checkpoint.keep"):
     positive_int(config, key)
   for key in ("seed", "model.latent_dim", "data.max_train", "data.max_eval", "train.steps_per_call",
-              "optimizer.warmup_epochs"):
+              "optimizer.warmup_epochs", "log.images"):
     positive_int(config, key, zero_ok=True)
   for key in sweepable(config):
     _nonneg_float(config, key)
@@ -285,6 +295,10 @@ def validate(config) -> None:
   if config.loss.reconstruction == "bce" and config.model.output != "sigmoid":
     raise ConfigError("loss.reconstruction='bce' needs model.output='sigmoid' (the decoder returns Bernoulli logits)")
   _check_data(config)
+  if config.log.wandb:
+    import importlib.util
+    if importlib.util.find_spec("wandb") is None:
+      raise ConfigError("log.wandb=True needs the wandb package: pip install wandb (or set log.wandb=False)")
   variant.validate(config)
   parse_sweep(config)
 

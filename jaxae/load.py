@@ -28,6 +28,7 @@ class Run:
   step: int
   epoch: int
   workdir: str
+  diverged: dict = dataclasses.field(default_factory=dict)  # {index into `members`: first non-finite epoch}
 
   @property
   def variant(self):
@@ -86,6 +87,8 @@ def load_run(workdir: str, seed: int | None = None, setting: int | None = None, 
     raise checkpoints.CheckpointError(f"checkpoint step {step} at {checkpoints.step_path(mngr, step)} is damaged: "
                                       f"cannot read params ({type(e).__name__}: {checkpoints.first_line(e)})") from None
   members = meta["members"]
+  diverged = {int(k): v for k, v in meta.get("diverged", {}).items()}
+  picks = list(range(len(members)))
   if seed is not None or setting is not None:
     picks = [i for i, m in enumerate(members)
              if (seed is None or m["seed"] == seed) and (setting is None or m["setting_index"] == setting)]
@@ -97,4 +100,5 @@ def load_run(workdir: str, seed: int | None = None, setting: int | None = None, 
       params = jax.tree.map(lambda a: a[np.asarray(picks)], params)
     members = [members[i] for i in picks]
   mngr.close()
-  return Run(config, net, params, members, step, meta["epoch"], workdir)
+  diverged = {j: diverged[i] for j, i in enumerate(picks) if i in diverged}
+  return Run(config, net, params, members, step, meta["epoch"], workdir, diverged)

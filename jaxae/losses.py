@@ -133,18 +133,19 @@ def reparameterize(key, mean, log_var):
   return mean + jnp.exp(0.5 * log_var) * jax.random.normal(key, mean.shape, mean.dtype)
 
 
-def negative_elbo(logits, target, mean, log_var, beta=1.0, likelihood: str = "bernoulli", sigma=1.0):
+def negative_elbo(logits, target, mean, log_var, beta=1.0, likelihood: str = "bernoulli", sigma=1.0,
+                  mean_fn: Callable = jax.nn.sigmoid):
   """-ELBO = E_q[-log p(x|z)] + beta * KL(q(z|x) || p(z)) in nats per example (one-sample estimate).
 
   logits: decoder output for one sample z ~ q(z|x), (B, ...); target (B, ...) in [0, 1];
-  mean, log_var: (B, d). likelihood 'bernoulli' (BCE from logits) or 'gaussian' (mean = sigmoid(logits),
-  fixed std `sigma`). beta=1 is the ELBO of Kingma & Welling 2014 eq. 10; beta != 1 is the beta-VAE
+  mean, log_var: (B, d). likelihood 'bernoulli' (BCE from logits) or 'gaussian' (mean = mean_fn(logits),
+  sigmoid by default, fixed std `sigma`). beta=1 is the ELBO of Kingma & Welling 2014 eq. 10; beta != 1 is the beta-VAE
   objective of Higgins et al. 2017 eq. 4. Returns (loss, reconstruction_nll, kl), scalars.
   """
   if likelihood == "bernoulli":
     nll = bce_with_logits(logits, target)
   elif likelihood == "gaussian":
-    nll = gaussian_nll(jax.nn.sigmoid(logits), target, sigma)
+    nll = gaussian_nll(mean_fn(logits), target, sigma)
   else:
     raise ValueError(f"likelihood={likelihood!r} must be 'bernoulli' or 'gaussian'")
   kl = gaussian_kl(mean, log_var)

@@ -23,7 +23,7 @@ def _save(fig, path: str) -> str:
   """Saves atomically (files.replace_with: never through a symlink, never half a file)."""
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   try:
-    files.replace_with(path, lambda tmp: fig.savefig(tmp, dpi=150, bbox_inches="tight", format="png"))
+    files.replace_with(path, lambda tmp: fig.savefig(tmp, dpi=150, bbox_inches="tight", format=os.path.splitext(path)[1].lstrip(".") or "png"))
   finally:
     plt.close(fig)
   return path
@@ -162,17 +162,22 @@ def heatmap(xs, ys, grid, path: str, xlabel: str, ylabel: str, title: str) -> st
   return _save(fig, path)
 
 
-def latent_scatter(z, labels, path: str, title: str = "", max_points: int = 10000) -> str:
-  """2-D latent codes z (N, 2) as points coloured by integer class label, with a legend."""
-  z, labels = np.asarray(z)[:max_points], np.asarray(labels)[:max_points]
+def latent_scatter(z, labels, path: str, title: str = "", max_points: int = 10000, axes=("z1", "z2"),
+                   legend_title: str = "digit") -> str:
+  """2-D points z (N, 2) coloured by integer class label (with a legend), or in one colour when labels is None."""
+  z = np.asarray(z)[:max_points]
   fig, ax = plt.subplots(figsize=(6, 5))
-  cmap = plt.get_cmap("tab10")
-  for c in np.unique(labels):
-    pts = z[labels == c]
-    ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5, color=cmap(int(c) % 10), label=str(c), rasterized=True)
-  ax.legend(title="digit", markerscale=5, fontsize=7, loc="best")
-  ax.set_xlabel("z1")
-  ax.set_ylabel("z2")
+  if labels is None:
+    ax.scatter(z[:, 0], z[:, 1], s=2, alpha=0.5, rasterized=True)
+  else:
+    labels = np.asarray(labels)[:max_points]
+    cmap = plt.get_cmap("tab10")
+    for c in np.unique(labels):
+      pts = z[labels == c]
+      ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5, color=cmap(int(c) % 10), label=str(c), rasterized=True)
+    ax.legend(title=legend_title, markerscale=5, fontsize=7, loc="best")
+  ax.set_xlabel(axes[0])
+  ax.set_ylabel(axes[1])
   ax.set_title(title, fontsize=9)
   return _save(fig, path)
 

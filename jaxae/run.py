@@ -20,7 +20,8 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxae import analysis, checkpoints, configs, files, models, plots, report, sharding, sweep, train, workdir as workdir_lib
+from jaxae import analysis, checkpoints, configs, files, models, plots, report, sharding, sweep, tracking, train
+from jaxae import workdir as workdir_lib
 from jaxae import data as data_lib
 
 
@@ -144,6 +145,7 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
             "config": config.to_dict(), "eval_data": data.eval_name,
             "normalizer": json.loads(normalizer.to_json()) if normalizer is not None else None}
 
+  tracker = tracking.Tracker(workdir, config, members, train.global_step(state), program, data.eval.x)
   stop = _StopFlag()
   interrupted = None
   bar = tqdm(total=epochs, initial=min(epoch, epochs), desc=os.path.basename(os.path.normpath(workdir)) or "train",
@@ -169,6 +171,7 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
         record["eval"] = {k: np.asarray(v) for k, v in evals.items() if np.ndim(v) == 1}
       record["seconds"] = time.perf_counter() - t0
       records.append(report.append_record(workdir, record, write=primary))
+      tracker.record(records[-1], state)
       healthy = np.asarray([i not in diverged for i in range(num)])
       _say(report.progress_line(epoch, epochs, record["train"], record.get("eval"), healthy, record["seconds"],
                                 program.variant.headline))
@@ -182,6 +185,7 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
     if interrupted is not None and train.global_step(state) not in mngr.all_steps():
       checkpoints.save(mngr, state, meta())
     mngr.wait_until_finished()
+  tracker.close()
   bar.close()
   mngr.close()
 

@@ -6,7 +6,9 @@ One run, or one sweep group under `groups/<name>/`:
   metrics.jsonl   one record per epoch (report.py)
   summary.json    final train and held-out metrics per member, mean/std per setting
   checkpoints/    orbax steps (checkpoints.py)
-  figures/        loss curves, reconstructions, sweep figures
+  figures/        loss curves, reconstructions, sweep figures (eval_*.png: python -m jaxae.evaluate)
+  tensorboard/    TensorBoard event files (tracking.py); wandb.json: the Weights & Biases run id
+  evaluation.json, export/   what python -m jaxae.evaluate wrote
   jaxae.lock      while a run is on it: who holds the workdir (removed at the end)
 
 Nothing can corrupt it:
@@ -44,8 +46,12 @@ SWEEP_SUMMARY = "sweep_summary.json"
 LOCK = "jaxae.lock"
 FIGURES = "figures"
 GROUPS = "groups"
-_FILES = (CONFIG, MEMBERS, NORMALIZER, report.METRICS, report.SUMMARY, SWEEP_SUMMARY)
-_DIRS = (checkpoints.CHECKPOINT_DIR, FIGURES, GROUPS)
+EVALUATION = "evaluation.json"
+EXPORT = "export"
+TENSORBOARD = "tensorboard"
+WANDB = "wandb.json"
+_FILES = (CONFIG, MEMBERS, NORMALIZER, report.METRICS, report.SUMMARY, SWEEP_SUMMARY, EVALUATION, WANDB)
+_DIRS = (checkpoints.CHECKPOINT_DIR, FIGURES, GROUPS, TENSORBOARD, EXPORT)
 WRITTEN = _FILES + _DIRS + tuple(f + ".tmp" for f in _FILES)
 _STEP_DIR = re.compile(r"^\d+(\.orbax-checkpoint-tmp(-\d+)?)?$")  # orbax: '40', '40.orbax-checkpoint-tmp-171..'
 

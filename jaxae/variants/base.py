@@ -28,6 +28,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Mapping
 
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import ndtri
+
 from jaxae import losses
 
 LossFn = Callable[..., tuple[Any, dict]]
@@ -67,6 +71,10 @@ class Variant:
                (per member), passed to the loss as batch['aux'] and replaced by metrics['_aux']
   finalize     optional metric means -> metric means: turns averaged sufficient statistics into
                metrics (e.g. FVU = mean squared error / mean variance), one member, after averaging
+  latent_model optional (config, net) -> LatentModel: the generative model p(x, z) = p(x | z) p(z) a
+               Gaussian encoder approximates the posterior of. Variants that set it get the
+               importance-sampled log-likelihood, prior samples and the prior-quantile manifold from
+               `jaxae.evaluate`; the others are evaluated as autoencoders (codes, reconstructions).
   """
 
   name: str
@@ -86,10 +94,13 @@ class Variant:
   constrain: Callable[[Any], Callable] | None = None
   init_aux: Callable[[Any, Any, tuple], Any] | None = None
   finalize: Callable[[dict], dict] | None = None
+  latent_model: Callable[[Any, Any], LatentModel] | None = None
 
   def __post_init__(self):
     if self.encoder not in ("code", "gaussian"):
       raise ValueError(f"variant {self.name!r}: encoder={self.encoder!r} must be 'code' or 'gaussian'")
+    if self.latent_model is not None and self.encoder != "gaussian":
+      raise ValueError(f"variant {self.name!r}: a latent_model needs encoder='gaussian' (its q(z|x) is the proposal)")
     missing = [k for k in self.hparams.values() if k not in self.options]
     if missing:
       raise ValueError(f"variant {self.name!r}: hparams keys {missing} need a default in `options`")
@@ -101,6 +112,55 @@ class Variant:
     if self.encoder == "gaussian":
       return lambda params, x: net.encode(params, x)[0]
     return lambda params, x: net.encode(params, x)
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentModel:
+  """The generative model p(x, z) = p(x | z) p(z) of a variational autoencoder, for evaluation.
+
+  Every function is jit-, vmap-safe and works on float32 arrays:
+  log_prior       z (..., d) -> (...): log p(z) in nats
+  sample_prior    (key, shape (..., d)) -> z ~ p(z)
+  prior_quantile  u (...) in (0, 1) -> z (...): the quantile function of each unit of a factorized prior
+                  (the 2-D manifold of Kingma & Welling 2014, fig. 4, and the traversal ranges)
+  log_likelihood  (logits (B, *data_shape), x (B, *data_shape), hparams) -> (B,): log p(x | z) in nats
+                  per example, from the decoder output for z; `hparams` are the member's (Variant.hparams)
+  kl_per_unit     optional (mean (B, d), log_variance (B, d)) -> (B, d): KL(q(z_j|x) || p(z_j)) in closed
+                  form, to rank latent units (traversals); None: units are ranked by Var_x(E_q[z_j|x])
+  """
+  log_prior: Callable
+  sample_prior: Callable
+  prior_quantile: Callable
+  log_likelihood: Callable
+  kl_per_unit: Callable | None = None
+
+
+def standard_normal_model(config, net) -> LatentModel:
+  """p(z) = N(0, I) and the decoder likelihood of `loss.reconstruction`: the VAE of Kingma & Welling 2014.
+
+  'bce': Bernoulli p(x | z) with logits from the decoder (sum over elements of x log sigmoid(l) +
+  (1 - x) log sigmoid(-l)); 'mse': Gaussian N(x | net.mean(logits), sigma^2 I) with sigma the member's
+  hparams['gaussian_sigma'] (`loss.gaussian_sigma`), normalizing constant included, so log p(x) is a
+  density of continuous x.
+  """
+  def log_prior(z):
+    return -0.5 * jnp.sum(jnp.square(z) + jnp.log(2 * jnp.pi), axis=-1)
+
+  def sample_prior(key, shape):
+    return jax.random.normal(key, shape, jnp.float32)
+
+  if config.loss.reconstruction == "bce":
+    def log_likelihood(logits, x, hparams):
+      per = jnp.maximum(logits, 0) - logits * x + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+      return -jnp.sum(per.reshape(per.shape[0], -1), axis=-1)
+  else:
+    def log_likelihood(logits, x, hparams):
+      sigma = hparams["gaussian_sigma"]
+      sq = jnp.sum(jnp.square(x - net.mean(logits)).reshape(x.shape[0], -1), axis=-1)
+      d = x[0].size
+      return -0.5 * sq / sigma**2 - 0.5 * d * jnp.log(2 * jnp.pi * sigma**2)
+
+  return LatentModel(log_prior, sample_prior, ndtri, log_likelihood, losses.kl_per_unit)
 
 
 _REGISTRY: dict[str, Variant] = {}
