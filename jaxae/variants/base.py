@@ -67,6 +67,16 @@ class Variant:
                (per member), passed to the loss as batch['aux'] and replaced by metrics['_aux']
   finalize     optional metric means -> metric means: turns averaged sufficient statistics into
                metrics (e.g. FVU = mean squared error / mean variance), one member, after averaging
+  data_init    optional (config, net, x) -> (params -> params) or None: a data-dependent initialization.
+               Called once on the host when the program is built, with the training inputs x as stored
+               (N, *data_shape), numpy or a memory-mapped LazyArray (read a sample of rows; `net.prepare`
+               scales them as the network sees them); the returned function is applied to every member's
+               freshly initialized params, before `constrain` (e.g. b_dec = the geometric median of a
+               sample, Bricken et al. 2023). Programs built without training inputs skip it.
+  update_params optional config -> ((params, aux) -> params) or None: sets parameters that are estimated
+               rather than trained from the updated running state, after every update and `constrain`
+               (e.g. BatchTopK's inference threshold, so that inference needs only the params); the loss
+               must give those parameters a zero gradient
   """
 
   name: str
@@ -86,6 +96,8 @@ class Variant:
   constrain: Callable[[Any], Callable] | None = None
   init_aux: Callable[[Any, Any, tuple], Any] | None = None
   finalize: Callable[[dict], dict] | None = None
+  data_init: Callable[[Any, Any, Any], Callable | None] | None = None
+  update_params: Callable[[Any], Callable | None] | None = None
 
   def __post_init__(self):
     if self.encoder not in ("code", "gaussian"):
