@@ -15,7 +15,7 @@ m = 8 x 256 latents train on the former and are evaluated on the latter: TopK ov
 per k, all seeds in it) and ReLU + L1 over the coefficient (every coefficient x seed in one program); the
 held-out L0-FVU frontier with error bars over seeds.
 
-  python -m experiments.sae --out=out/sae [--seeds=3] [--smoke]
+  python -m experiments.sae --out=out/sae [--seeds=5] [--frontier_seeds=3] [--smoke]
   python -m jaxae.main --config=configs/sae.py --config.data.source='npy:out/sae/acts/*.npy' \
       --workdir=runs/sae --config.sweep='{"sae.k": [16, 32, 64]}'   # the same activations from the CLI
 """
@@ -46,17 +46,18 @@ ACTIVATIONS = {  # activation -> config overrides
     "batchtopk": {"sae.k": 3},
     "jumprelu": {"sae.l0_coefficient": 1.0, "sae.jumprelu_init_threshold": 0.5, "sae.jumprelu_bandwidth": 0.1},
 }
+SMOKE_ACTIVATIONS = ("topk", "jumprelu")  # --smoke trains two of them (the others' code is unit-tested)
 # Part 2: the frontier's knobs.
 TOPK_KS = (4, 8, 16, 32, 64)
 L1_COEFFICIENTS = (0.3, 1.0, 3.0, 10.0, 30.0)
 HIDDEN = 256
 
 
-def sae_config(args, source: str, eval_source: str, epochs: int, expansion: int):
+def sae_config(args, source: str, eval_source: str, epochs: int, expansion: int, seeds: int):
   config = common.load_config("sae")
   config.data.source = f"npy:{source}"
   config.data.eval_source = f"npy:{eval_source}"
-  config.num_seeds = args.seeds
+  config.num_seeds = seeds
   config.model.expansion = expansion
   config.train.epochs = 1 if args.smoke else epochs
   config.train.eval_every = config.train.epochs
@@ -91,7 +92,10 @@ def synthetic(args, out: str) -> tuple[str, dict]:
             for _ in range(args.seeds)]
   rows, numbers = [], {"instance": spec, "random_dictionary": random, "activations": {}}
   for act, overrides in ACTIVATIONS.items():
-    config = sae_config(args, os.path.join(folder, "train.npy"), os.path.join(folder, "eval.npy"), 60, expansion)
+    if args.smoke and act not in SMOKE_ACTIVATIONS:
+      continue
+    config = sae_config(args, os.path.join(folder, "train.npy"), os.path.join(folder, "eval.npy"), 60, expansion,
+                        args.seeds)
     config.sae.activation = act
     config.train.batch_size = 64 if args.smoke else 128
     _set(config, overrides)
@@ -183,7 +187,7 @@ def frontier(args, out: str, acts: dict) -> tuple[str, dict]:
   lines = {"topk": ("sae.k", ks), "relu": ("sae.l1_coefficient", coefficients)}
   points, numbers, rows = [], {}, []
   for act, (key, values) in lines.items():
-    config = sae_config(args, acts["train"], acts["test"], 50, 8)
+    config = sae_config(args, acts["train"], acts["test"], 50, 8, args.frontier_seeds)
     config.sae.activation = act
     config.sweep = json.dumps({key: list(values)})
     workdir = os.path.join(out, "runs", f"mnist_{act}")
@@ -208,7 +212,7 @@ def frontier(args, out: str, acts: dict) -> tuple[str, dict]:
                    common.fmt(*stats["cosine_similarity"], 3)])
   plots.frontier(points, ["knob", "activation"], os.path.join(out, "frontier_mnist.png"),
                  title="SAEs on MNIST MLP activations (256 -> 2048): held-out FVU vs L0, mean ± std over seeds")
-  config = sae_config(args, acts["train"], acts["test"], 50, 8)
+  config = sae_config(args, acts["train"], acts["test"], 50, 8, args.frontier_seeds)
   text = (f"### MNIST MLP hidden activations: held-out L0-FVU frontier (mean ± std over seeds)\n\n"
           f"Classifier 784-{HIDDEN}-10 (test accuracy {acts['test_accuracy']:.4f}); SAE training data: its hidden "
           f"activations on the {acts['train_shape'][0]} training images ({acts['active_fraction']:.0%} of the units "
@@ -223,7 +227,11 @@ def frontier(args, out: str, acts: dict) -> tuple[str, dict]:
 
 
 def main(argv=None):
-  args = common.parse_args(__doc__.splitlines()[0], argv)
+  def flags(p):
+    p.add_argument("--frontier_seeds", type=int, default=0, help="seeds per MNIST setting (default 3, smoke 2)")
+
+  args = common.parse_args(__doc__.splitlines()[0], argv, extra=flags)
+  args.frontier_seeds = args.frontier_seeds or (2 if args.smoke else 3)
   started = time.perf_counter()
   synthetic_text, synthetic_numbers = synthetic(args, args.out)
   acts = dump_activations(args, args.out)

@@ -85,11 +85,16 @@ def image_rows(rows: list[np.ndarray], labels: list[str], path: str, title: str 
 
 def metric_vs_value(values, means, stds, path: str, xlabel: str, ylabel: str, title: str = "") -> str:
   """Error-bar plot of a metric against a swept value (log x axis when values span > 1 decade)."""
+  labels = None
+  if not all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in values):
+    labels, values = [str(v) for v in values], np.arange(len(values))  # categories (e.g. a swept activation)
   values, means, stds = (np.asarray(a, dtype=np.float64) for a in (values, means, stds))
   fig, ax = plt.subplots(figsize=(5, 3.5))
   ax.errorbar(values, means, yerr=stds, marker="o", capsize=3)
   pos = values[values > 0]
-  if pos.size and pos.max() / pos.min() > 10 and (values > 0).all():
+  if labels is not None:
+    ax.set_xticks(values, labels)
+  elif pos.size and pos.max() / pos.min() > 10 and (values > 0).all():
     ax.set_xscale("log")
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)

@@ -105,6 +105,16 @@ def decode(p: dict, z):
   return z @ p["W_dec"] + p["b_dec"]
 
 
+def decode_sparse(p: dict, values, idx):
+  """x_hat from a k-sparse code given as (values (B, k), indices (B, k)): sum_j values_j W_dec[idx_j] + b_dec.
+
+  Equal to decode(p, z) for the dense z holding those values; it gathers k rows of W_dec per example
+  instead of multiplying by all m (the idea of Gao et al. 2024's sparse decoder kernels), and its
+  gradient is a scatter-add into those rows. (B, D).
+  """
+  return jnp.einsum("bk,bkd->bd", values, jnp.take(p["W_dec"], idx, axis=0)) + p["b_dec"]
+
+
 def decoder_norms(p: dict):
   """||W_dec,i||_2 of each dictionary row, (m,)."""
   return jnp.linalg.norm(p["W_dec"], axis=1)

@@ -90,8 +90,9 @@ def make_loss(config, net):
       l1 = jnp.mean(jnp.sum(z * sae.decoder_norms(p), axis=-1))
       penalty = hp["l1_coefficient"] * l1
       metrics["l1"] = l1
-    elif act == "topk":
-      z = sae.topk(pi, k)
+    elif act == "topk":  # decoded from (values, indices): k rows of W_dec per example, not all m
+      values, idx = jax.lax.top_k(pi, k)
+      z = None
     elif act == "batchtopk":
       if train:
         z, min_positive = sae.batch_topk(pi, k)
@@ -106,11 +107,18 @@ def make_loss(config, net):
       metrics["l0_penalty"] = l0_penalty
     else:
       raise ValueError(f"sae.activation={act!r} is not one of {sae.ACTIVATIONS}")
-    x_hat = sae.decode(p, z)
+    if z is None:
+      values = jax.nn.relu(values)
+      x_hat = sae.decode_sparse(p, values, idx)
+      active = values > 0
+      fired = jnp.zeros(pi.shape[-1], jnp.float32).at[idx.reshape(-1)].max(active.reshape(-1).astype(jnp.float32)) > 0
+    else:
+      x_hat = sae.decode(p, z)
+      active = z > 0
+      fired = jnp.any(active, axis=0)
     err = x - x_hat
     sq_error = jnp.mean(jnp.sum(jnp.square(err), axis=-1))
     loss = sq_error + penalty
-    fired = jnp.any(z > 0, axis=0)
     if act in ("topk", "batchtopk") and train:
       dead = aux["since_fired"] >= window
 
@@ -130,7 +138,7 @@ def make_loss(config, net):
     xc = x - center
     metrics.update(
         loss=loss, sq_error=sq_error, recon_mse=sq_error / d,
-        l0=jnp.mean(jnp.sum(z > 0, axis=-1).astype(jnp.float32)),
+        l0=jnp.mean(jnp.sum(active, axis=-1).astype(jnp.float32)),
         cosine_similarity=jnp.mean(_cosine(x, x_hat)),
         stat_centered_sum=jnp.mean(xc, axis=0), stat_centered_sq=jnp.mean(jnp.sum(jnp.square(xc), axis=-1)))
     if train:
@@ -251,6 +259,9 @@ def validate(config) -> None:
     value = configs.get(config, key)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
       raise configs.ConfigError(f"{key}={value!r} must be a positive number")
+  if config.loss.reconstruction != "mse":
+    raise configs.ConfigError(f"loss.reconstruction={config.loss.reconstruction!r}: variant 'sae' reconstructs with "
+                              f"squared error (loss.reconstruction='mse')")
   if isinstance(s.threshold_lr, bool) or not isinstance(s.threshold_lr, (int, float)) or not 0 < s.threshold_lr <= 1:
     raise configs.ConfigError(f"sae.threshold_lr={s.threshold_lr!r} must be in (0, 1]")
 
