@@ -41,7 +41,7 @@ class SparseAutoencoder(nn.Module):
 
   Initialization: the rows of W_dec are random directions (normal, normalized) of norm
   `decoder_init_norm` (1 for unit-norm decoders; 0.1 in Anthropic's April 2024 update, whose decoder
-  norms are free); W_enc = W_dec^T (Gao et al. 2024, sec. 2.4; Conerly et al. 2024); b_enc = 0;
+  norms are free); W_enc = W_dec^T (Gao et al. 2024, sec. 2; Conerly et al. 2024); b_enc = 0;
   b_dec = 0 until the variant's data-dependent initialization (`geometric_median`).
   """
 
@@ -243,7 +243,7 @@ def _sum_to(g, shape):
   return jnp.sum(g.reshape(-1, *shape), axis=0) if g.shape != tuple(shape) else g
 
 
-# --- the decoder's constraint (Bricken et al. 2023; Gao et al. 2024, sec. 2.4) -------------------------
+# --- the decoder's constraint (Bricken et al. 2023; Gao et al. 2024, sec. 2) ---------------------------
 
 def normalize_rows(w, eps: float = 1e-12):
   """Each row of W_dec (m, D) scaled to unit L2 norm (rows of norm 0 stay 0)."""

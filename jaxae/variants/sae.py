@@ -19,7 +19,7 @@ m = model.expansion x D latents); `sae.activation` picks the objective, per exam
              bandwidth `sae.jumprelu_bandwidth` (their eq. 11; `jaxae.sae.jumprelu`, `jaxae.sae.step`)
 
 `sae.decoder_norm='unit'` (default) keeps the rows of W_dec at unit norm after every update and removes the
-gradient component parallel to each row before it (Bricken et al. 2023; Gao et al. 2024, sec. 2.4). b_dec
+gradient component parallel to each row before it (Bricken et al. 2023; Gao et al. 2024, sec. 2). b_dec
 starts at the geometric median (or mean) of up to `sae.init_sample` training inputs (Bricken et al. 2023).
 Inputs are usually scaled by `data.normalize='unit_mean_square'` (E||x||^2 = D, stored with the run).
 
@@ -59,7 +59,7 @@ def width(config, data_shape) -> int:
 
 
 def k_aux(config, data_shape) -> int:
-  """sae.k_aux, or D // 2 when 0 (Gao et al. 2024, appendix A.2: "a power of two close to d_model / 2"), at most m."""
+  """sae.k_aux, or D // 2 when 0 (the heuristic SAELens takes from Gao et al. 2024, appendix B.1), at most m."""
   d = math.prod(data_shape)
   return min(config.sae.k_aux or max(d // 2, 1), width(config, data_shape))
 
