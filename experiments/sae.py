@@ -210,12 +210,14 @@ def frontier(args, out: str, acts: dict) -> tuple[str, dict]:
       numbers[act]["settings"].append({"value": value, "per_seed": {m: ev[m]["per_seed"] for m in stats},
                                        **{f"{m}_mean": s[0] for m, s in stats.items()},
                                        **{f"{m}_std": s[1] for m, s in stats.items()}})
-      points.append(({"knob": value, "activation": act}, {m: stats[m] for m in ("l0", "fvu")}))
+      knob = f"k={value}" if act == "topk" else f"λ={value:g}"
+      points.append(({"knob": knob, "activation": act}, {m: stats[m] for m in ("l0", "fvu")}))
       rows.append([act, f"{key.split('.')[-1]}={value}", len(ev["fvu"]["per_seed"]), common.fmt(*stats["l0"], 1),
                    common.fmt(*stats["fvu"], 4), common.fmt(*stats["dead_fraction"], 3),
                    common.fmt(*stats["cosine_similarity"], 3)])
   plots.frontier(points, ["knob", "activation"], os.path.join(out, "frontier_mnist.png"),
-                 title="SAEs on MNIST MLP activations (256 -> 2048): held-out FVU vs L0, mean ± std over seeds")
+                 title="SAEs on MNIST MLP activations (256 -> 2048): held-out FVU vs L0, mean ± std over seeds",
+                 names={"knob": "", "activation": ""})
   config = sae_config(args, acts["train"], acts["test"], MNIST_EPOCHS, 8, args.frontier_seeds)
   text = (f"### MNIST MLP hidden activations: held-out L0-FVU frontier (mean ± std over seeds)\n\n"
           f"Classifier 784-{HIDDEN}-10 (test accuracy {acts['test_accuracy']:.4f}); SAE training data: its hidden "

@@ -145,11 +145,16 @@ FRONTIERS = (("l0", "fvu"),)  # (x metric, y metric) pairs drawn by sweep_figure
 
 
 def frontier(points: list[tuple[dict, dict]], keys: list[str], path: str, x_metric: str = "l0",
-             y_metric: str = "fvu", title: str = "") -> str:
+             y_metric: str = "fvu", title: str = "", names: dict | None = None) -> str:
   """A sparsity-fidelity frontier: each setting's held-out `y_metric` against its `x_metric`, both mean ±
   std over seeds (error bars in both directions). The first swept key traces each line (its values label
-  the points); every combination of the other keys is its own line. points: sweep.points(...) output.
+  the points); every combination of the other keys is its own line. points: sweep.points(...) output;
+  names: display names of keys (default: the last part of the dotted key; '' shows the value alone).
+  The x axis is logarithmic when the x values span more than a decade.
   """
+  names = names or {}
+  name = lambda k: names.get(k, k.split(".")[-1])
+  show = lambda k, v: f"{name(k)}={v}" if name(k) else str(v)
   nan = float("nan")
   val = lambda ms, m: tuple(nan if v is None else v for v in ms.get(m, (nan, nan)))
   lines: dict[tuple, list] = {}
@@ -159,11 +164,15 @@ def frontier(points: list[tuple[dict, dict]], keys: list[str], path: str, x_metr
   fig, ax = plt.subplots(figsize=(5.5, 4))
   for rest, pts in lines.items():
     pts.sort(key=lambda t: t[1][0])
-    label = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in rest) or None
+    label = ", ".join(show(k, v) for k, v in rest) or None
     ax.errorbar([p[1][0] for p in pts], [p[2][0] for p in pts], xerr=[p[1][1] for p in pts],
                 yerr=[p[2][1] for p in pts], marker="o", capsize=3, label=label)
     for value, (x, _), (y, _) in pts:
-      ax.annotate(f"{keys[0].split('.')[-1]}={value}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+      ax.annotate(show(keys[0], value), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+  xs = np.asarray([p[1][0] for pts in lines.values() for p in pts], np.float64)
+  xs = xs[np.isfinite(xs) & (xs > 0)]
+  if xs.size and xs.max() / xs.min() > 10:
+    ax.set_xscale("log")
   ax.set_xlabel(f"held-out {x_metric}")
   ax.set_ylabel(f"held-out {y_metric}")
   ax.set_title(title or f"{y_metric} vs {x_metric} (mean ± std over seeds)", fontsize=9)
