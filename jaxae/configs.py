@@ -77,7 +77,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.channels = 0  # folder: / hf: images: 1 (grayscale) or 3 (RGB); 0 = 1 if every image is grayscale.
   c.data.image_size = ()  # folder: / hf: images resized to (height, width); () = all must share one size.
   c.data.label_column = ""  # csv: / hf: the label column, a name or an index; '' = none (hf: 'label').
-  c.data.normalize = "none"  # 'none' | 'minmax' | 'standardize', statistics of the training split.
+  c.data.normalize = "none"  # 'none' | 'minmax' | 'standardize' | 'unit_mean_square', training-split statistics.
 
   c.model = ml_collections.ConfigDict()
   c.model.backbone = "mlp"

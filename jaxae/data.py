@@ -31,7 +31,7 @@ from jaxae.sources.lazy import LazyArray
 from jaxae.sources.tfds import tfds_dataset  # noqa: F401
 
 CHUNK_BYTES = 1 << 24  # how much of a split `row_chunks` reads at a time (16 MiB), whatever its size
-NORMALIZATIONS = ("none", "minmax", "standardize")
+NORMALIZATIONS = ("none", "minmax", "standardize", "unit_mean_square")
 TRAIN_SUBSET_SEED, EVAL_SUBSET_SEED = 1, 2
 
 
@@ -206,6 +206,10 @@ class Normalizer:
     'minmax': offset = min, scale = max - min: the training split maps into [0, 1], exactly on numpy
       arrays (XLA may round the division of jax arrays differently, by an ulp).
     'standardize': offset = mean, scale = standard deviation (ddof 0): mean 0, std 1.
+    'unit_mean_square': one scalar for every feature, offset 0 and scale = sqrt(E||x||^2 / D) (D the
+      features of one example), so that E||apply(x)||^2 = D: the input scaling of sparse autoencoders
+      (Conerly et al. 2024; SAELens's 'expected_average_only_in' scales the mean norm E||x|| to sqrt(D)
+      instead). Keeps directions and the data's sparsity pattern.
   A constant feature gets offset = its value and scale 1 (as scikit-learn's scalers): 0 in training.
   Statistics are accumulated in float64 over chunks of rows (`row_chunks`) of the values `to_float`
   gives, so a memory-mapped split is never read whole.
@@ -220,6 +224,8 @@ class Normalizer:
       raise DataError(f"data.normalize={self.kind!r} is not one of {', '.join(map(repr, NORMALIZATIONS))}")
     if self.kind == "none":
       return self
+    if self.kind == "unit_mean_square":
+      return _unit_mean_square(split.x)
     lo, hi, mean, std = _feature_stats(split.x)
     lo32, hi32 = lo.astype(np.float32), hi.astype(np.float32)
     if self.kind == "minmax":  # float32 arithmetic, as in apply, so that max maps to 1.0 exactly
@@ -251,6 +257,18 @@ class Normalizer:
     if "offset" not in d:
       return cls(d["kind"])
     return cls(d["kind"], np.asarray(d["offset"], np.float32), np.asarray(d["scale"], np.float32))
+
+
+def _unit_mean_square(x) -> Normalizer:
+  """Normalizer('unit_mean_square') of inputs x (N, ...): E||x||^2 over examples in float64, by chunks."""
+  total, count = 0.0, 0
+  for chunk in row_chunks(_storage_order(x)):
+    v = to_float(chunk).reshape(len(chunk), -1).astype(np.float64)
+    total, count = total + float(np.sum(np.square(v))), count + len(v)
+  d = int(np.prod(x.shape[1:]))
+  scale = np.float32(np.sqrt(total / count / d)) if total > 0 else np.float32(1)
+  features = x.shape[-1]
+  return Normalizer("unit_mean_square", np.zeros(features, np.float32), np.full(features, scale, np.float32))
 
 
 def _feature_stats(x) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

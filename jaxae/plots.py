@@ -99,11 +99,16 @@ def image_rows(rows: list[np.ndarray], labels: list[str], path: str, title: str 
 
 def metric_vs_value(values, means, stds, path: str, xlabel: str, ylabel: str, title: str = "") -> str:
   """Error-bar plot of a metric against a swept value (log x axis when values span > 1 decade)."""
+  labels = None
+  if not all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in values):
+    labels, values = [str(v) for v in values], np.arange(len(values))  # categories (e.g. a swept activation)
   values, means, stds = (np.asarray(a, dtype=np.float64) for a in (values, means, stds))
   fig, ax = plt.subplots(figsize=(5, 3.5))
   ax.errorbar(values, means, yerr=stds, marker="o", capsize=3)
   pos = values[values > 0]
-  if pos.size and pos.max() / pos.min() > 10 and (values > 0).all():
+  if labels is not None:
+    ax.set_xticks(values, labels)
+  elif pos.size and pos.max() / pos.min() > 10 and (values > 0).all():
     ax.set_xscale("log")
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
@@ -116,10 +121,15 @@ def sweep_figures(points: list[tuple[dict, dict]], keys: list[str], figdir: str)
   """Each metric against the swept value(s): error bars for one key, a heatmap of means for two.
 
   points: sweep.points(...) output; keys: the swept config keys. More than two keys: one error-bar
-  figure per key with the other keys at their first value. Returns the written paths.
+  figure per key with the other keys at their first value. Sweeps that report both metrics of a pair
+  in FRONTIERS (L0 and FVU: sparse autoencoders) also get `frontier_<x>_<y>.png` (`frontier`).
+  Returns the written paths.
   """
   paths = []
   metrics = sorted({m for _, ms in points for m in ms})
+  for x_metric, y_metric in FRONTIERS:
+    if x_metric in metrics and y_metric in metrics:
+      paths.append(frontier(points, keys, os.path.join(figdir, f"frontier_{x_metric}_{y_metric}.png"), x_metric, y_metric))
   nan = float("nan")
   val = lambda x: nan if x is None else x
   for metric in metrics:
@@ -143,6 +153,47 @@ def sweep_figures(points: list[tuple[dict, dict]], keys: list[str], figdir: str)
       paths.append(metric_vs_value([v for v, _ in sel], [val(m[0]) for _, m in sel], [val(m[1]) for _, m in sel],
                                    os.path.join(figdir, f"sweep_{name}{suffix}.png"), key, f"held-out {metric}"))
   return paths
+
+
+FRONTIERS = (("l0", "fvu"),)  # (x metric, y metric) pairs drawn by sweep_figures when a sweep reports both
+
+
+def frontier(points: list[tuple[dict, dict]], keys: list[str], path: str, x_metric: str = "l0",
+             y_metric: str = "fvu", title: str = "", names: dict | None = None) -> str:
+  """A sparsity-fidelity frontier: each setting's held-out `y_metric` against its `x_metric`, both mean ±
+  std over seeds (error bars in both directions). The first swept key traces each line (its values label
+  the points); every combination of the other keys is its own line. points: sweep.points(...) output;
+  names: display names of keys (default: the last part of the dotted key; '' shows the value alone).
+  The x axis is logarithmic when the x values span more than a decade.
+  """
+  names = names or {}
+  name = lambda k: names.get(k, k.split(".")[-1])
+  show = lambda k, v: f"{name(k)}={v}" if name(k) else str(v)
+  nan = float("nan")
+  val = lambda ms, m: tuple(nan if v is None else v for v in ms.get(m, (nan, nan)))
+  lines: dict[tuple, list] = {}
+  for setting, ms in points:
+    rest = tuple((k, setting.get(k)) for k in keys[1:])
+    lines.setdefault(rest, []).append((setting.get(keys[0]), val(ms, x_metric), val(ms, y_metric)))
+  fig, ax = plt.subplots(figsize=(5.5, 4))
+  for rest, pts in lines.items():
+    pts.sort(key=lambda t: t[1][0])
+    label = ", ".join(show(k, v) for k, v in rest) or None
+    ax.errorbar([p[1][0] for p in pts], [p[2][0] for p in pts], xerr=[p[1][1] for p in pts],
+                yerr=[p[2][1] for p in pts], marker="o", capsize=3, label=label)
+    for value, (x, _), (y, _) in pts:
+      ax.annotate(show(keys[0], value), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+  xs = np.asarray([p[1][0] for pts in lines.values() for p in pts], np.float64)
+  xs = xs[np.isfinite(xs) & (xs > 0)]
+  if xs.size and xs.max() / xs.min() > 10:
+    ax.set_xscale("log")
+  ax.set_xlabel(f"held-out {x_metric}")
+  ax.set_ylabel(f"held-out {y_metric}")
+  ax.set_title(title or f"{y_metric} vs {x_metric} (mean ± std over seeds)", fontsize=9)
+  if any(ax.get_legend_handles_labels()[1]):
+    ax.legend(fontsize=7)
+  ax.grid(alpha=0.3)
+  return _save(fig, path)
 
 
 def heatmap(xs, ys, grid, path: str, xlabel: str, ylabel: str, title: str) -> str:

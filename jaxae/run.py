@@ -110,7 +110,7 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
 
   data_shape = data.train.x.shape[1:]
   mesh = sharding.member_mesh(len(members))
-  program = train.build(group, data_shape, len(data.train), mesh, normalizer=normalizer)
+  program = train.build(group, data_shape, len(data.train), mesh, normalizer=normalizer, train_x=data.train.x)
   x, y = sharding.replicate((data.train.x, _labels(data.train)), mesh)
   xe, ye = sharding.replicate((data.eval.x, _labels(data.eval)), mesh)
 

@@ -153,7 +153,8 @@ def build_net(config, data_shape, normalizer=None) -> models.Net:
 
 
 def build(group, data_shape, num_train: int, mesh=None, member_loop: str | None = None,
-          xla_options: dict | None = None, net: models.Net | None = None, normalizer=None) -> Program:
+          xla_options: dict | None = None, net: models.Net | None = None, normalizer=None,
+          train_x=None) -> Program:
   """Builds the program of a sweep group (or of a config without static sweep keys) for the data.
 
   group: a sweep.Group, or a config (its only group is used); data_shape: one input's shape;
@@ -161,16 +162,19 @@ def build(group, data_shape, num_train: int, mesh=None, member_loop: str | None 
   member_loop: 'vmap' | 'map' (default: resolve_member_loop); xla_options: XLA compiler options of
   train_chunk / evaluate (None = compiler_options(config)); net: a network to use instead of
   build_net's (benchmarks compare implementations); normalizer: the fitted data.Normalizer of the
-  inputs. Raises ValueError for a batch or steps_per_call that does not fit the data,
-  models.NetworkError for a network that does not fit.
+  inputs; train_x: the training inputs as stored, for a variant's `data_init` (None: skipped).
+  Raises ValueError for a batch or steps_per_call that does not fit the data, models.NetworkError
+  for a network that does not fit.
   """
   if not isinstance(group, sweep.Group):
     group = sweep.groups(group)[0]
   config = group.config
   net = net or build_net(config, data_shape, normalizer)
   member_loop = member_loop or resolve_member_loop(config, mesh.size if mesh is not None else 1)
-  fns = make_program(config, net, num_train, member_loop, xla_options)
-  return Program(config=config, variant=configs.variant_of(config), net=net, seeds=tuple(s for _, s in group.members),
+  variant = configs.variant_of(config)
+  data_init = variant.data_init(config, net, train_x) if variant.data_init and train_x is not None else None
+  fns = make_program(config, net, num_train, member_loop, xla_options, data_init)
+  return Program(config=config, variant=variant, net=net, seeds=tuple(s for _, s in group.members),
                  hparams=sweep.member_hparams(group), member_sharding=sharding.members_sharding(mesh) if mesh else None,
                  **fns)
 
@@ -186,13 +190,15 @@ def reported(metrics: dict) -> dict:
 
 
 def train_step(state: TrainState, x_all, y_all, idx, *, loss_fn: Callable, prepare: Callable = data_lib.to_float,
-               transform_grads: Callable | None = None, constrain: Callable | None = None) -> TrainState:
+               transform_grads: Callable | None = None, constrain: Callable | None = None,
+               update_params: Callable | None = None) -> TrainState:
   """One optimizer step of one member on the batch `idx` of the (device-resident) training data.
 
   x_all (N, *data_shape) as stored (uint8 or float), y_all (N,) int32, idx (B,) int32; `prepare`
   makes the network's float32 inputs (models.Net.prepare). The loss's metrics are added to
   `state.metric_sums`; a variant's running state comes back as metrics['_aux'].
-  `transform_grads(params, grads)` and `constrain(params)` are the variant's optional hooks.
+  `transform_grads(params, grads)`, `constrain(params)` and `update_params(params, aux)` are the
+  variant's optional hooks.
   """
   batch = {"x": prepare(x_all[idx]), "y": y_all[idx]}
   if state.aux is not None:
@@ -204,11 +210,13 @@ def train_step(state: TrainState, x_all, y_all, idx, *, loss_fn: Callable, prepa
   if constrain is not None:
     state = state.replace(params=constrain(state.params))
   aux = metrics.pop("_aux", state.aux)
+  if update_params is not None:
+    state = state.replace(params=update_params(state.params, aux))
   return state.replace(aux=aux, metric_sums=jax.tree.map(jnp.add, state.metric_sums, reported(metrics)))
 
 
 def make_program(config, net: models.Net, num_train: int, member_loop: str = "vmap",
-                 xla_options: dict | None = None) -> dict:
+                 xla_options: dict | None = None, data_init: Callable | None = None) -> dict:
   """init / epoch_order / train_chunk / evaluate of a config, over a leading member axis (see Program).
 
   member_loop ('vmap' | 'map', see resolve_member_loop) decides how train_chunk and evaluate step
@@ -218,6 +226,7 @@ def make_program(config, net: models.Net, num_train: int, member_loop: str = "vm
   `train_chunk` runs `chunk` consecutive steps: with train.steps_per_call=0 the whole epoch is one
   `lax.scan` (one dispatch per epoch); with 1 it is a single step called from a Python loop (a stop
   signal is then honoured after any step). Any other value scans that many steps per call.
+  `data_init(params) -> params` is the variant's data-dependent initialization (Variant.data_init).
   """
   variant = configs.variant_of(config)
   spe = steps_per_epoch(num_train, config.train.batch_size)
@@ -227,13 +236,16 @@ def make_program(config, net: models.Net, num_train: int, member_loop: str = "vm
   loss_fn = variant.make_loss(config, net)
   constrain = variant.constrain(config) if variant.constrain else None
   step = functools.partial(train_step, loss_fn=loss_fn, prepare=net.prepare, constrain=constrain,
-                           transform_grads=variant.transform_grads(config) if variant.transform_grads else None)
+                           transform_grads=variant.transform_grads(config) if variant.transform_grads else None,
+                           update_params=variant.update_params(config) if variant.update_params else None)
   finalize = variant.finalize or (lambda m: m)
   tx = optim.make_optimizer(config, spe)
   sample = jnp.zeros((1, *net.data_shape), jnp.float32)
 
   def init_member(key, hp):
     params = net.init(jax.random.fold_in(key, 0), sample)
+    if data_init is not None:
+      params = data_init(params)
     if constrain is not None:
       params = constrain(params)
     opt_state = optim.set_hyperparams(tx.init(params), hp["learning_rate"], hp["weight_decay"])

@@ -238,3 +238,30 @@ def test_keras_note(tmp_path, mnist_test_dir):
   assert run.config.noise.level == 0.4 and run.config.variant == "denoising"
   out = 1 / (1 + np.exp(-np.asarray(logits(run.model, run.params, noisy.astype(np.float32)), np.float64)))
   assert abs(psnr(out) - d["psnr_denoised"]) < 1e-2
+
+
+def test_sae(tmp_path, mnist_test_dir):
+  from experiments import sae as study
+  from jaxae import sae
+  res = _run(study, tmp_path, mnist_test_dir)
+  assert "frontier_mnist.png" in _pngs(tmp_path)
+  # Recovery recomputed from each run's decoder rows in NumPy: the max cosine over rows, mean over features.
+  directions = np.load(tmp_path / "synthetic" / "directions.npy").astype(np.float64)
+  for act, r in res["synthetic"]["activations"].items():
+    run = jaxae.load_run(os.path.join(tmp_path, "runs", f"synthetic_{act}"))
+    for i, value in enumerate(r["recovery_per_seed"]):
+      w = np.asarray(run.params["params"]["W_dec"][i], np.float64)
+      cos = (directions @ w.T) / np.linalg.norm(w, axis=1)
+      assert np.isclose(value, cos.max(axis=1).mean(), rtol=1e-6)
+  assert all(0 < v < 1 for v in res["synthetic"]["random_dictionary"])
+  assert res["activations"]["test_accuracy"] > 0.3  # chance is 0.1 (one epoch on 512 images)
+  # The held-out FVU of the frontier equals NumPy's on the dumped test activations and the loaded params.
+  test_acts = np.load(tmp_path / "acts_test" / "test.npy")
+  for act, group in (("relu", None), ("topk", "sae.k=2")):
+    run = jaxae.load_run(os.path.join(tmp_path, "runs", f"mnist_{act}"), seed=0, setting=0, group=group)
+    x = run.model.prepare(test_acts).astype(np.float64)
+    x_hat = analysis.reconstruct(run.model, run.params, test_acts, run.config).astype(np.float64)
+    fvu = np.sum((x - x_hat) ** 2) / np.sum((x - x.mean(axis=0)) ** 2)
+    reported = res["frontier"][act]["settings"][0]["per_seed"]["fvu"][0]
+    assert np.isclose(reported, fvu, rtol=2e-3), (act, reported, fvu)
+    assert np.isclose(sae.fvu(x, x_hat), fvu)

@@ -7,4 +7,4 @@
 
 from jaxae.variants.base import (Variant, all_variants, autoencode, get, names, reconstruction,  # noqa: F401
                                  register)
-from jaxae.variants import contractive, denoising, sparse, supervised, vae, vanilla  # noqa: F401,E402  (registers them)
+from jaxae.variants import contractive, denoising, sae, sparse, supervised, vae, vanilla  # noqa: F401,E402  (registers them)

@@ -75,6 +75,16 @@ class Variant:
                Gaussian encoder approximates the posterior of. Variants that set it get the
                importance-sampled log-likelihood, prior samples and the prior-quantile manifold from
                `jaxae.evaluate`; the others are evaluated as autoencoders (codes, reconstructions).
+  data_init    optional (config, net, x) -> (params -> params) or None: a data-dependent initialization.
+               Called once on the host when the program is built, with the training inputs x as stored
+               (N, *data_shape), numpy or a memory-mapped LazyArray (read a sample of rows; `net.prepare`
+               scales them as the network sees them); the returned function is applied to every member's
+               freshly initialized params, before `constrain` (e.g. b_dec = the geometric median of a
+               sample, Bricken et al. 2023). Programs built without training inputs skip it.
+  update_params optional config -> ((params, aux) -> params) or None: sets parameters that are estimated
+               rather than trained from the updated running state, after every update and `constrain`
+               (e.g. BatchTopK's inference threshold, so that inference needs only the params); the loss
+               must give those parameters a zero gradient
   """
 
   name: str
@@ -95,6 +105,8 @@ class Variant:
   init_aux: Callable[[Any, Any, tuple], Any] | None = None
   finalize: Callable[[dict], dict] | None = None
   latent_model: Callable[[Any, Any], LatentModel] | None = None
+  data_init: Callable[[Any, Any, Any], Callable | None] | None = None
+  update_params: Callable[[Any], Callable | None] | None = None
 
   def __post_init__(self):
     if self.encoder not in ("code", "gaussian"):

@@ -1,0 +1,288 @@
+"""Sparse autoencoders for interpretability (variant 'sae'): the modern SAE family, many in one program.
+
+The network is `jaxae.sae.SparseAutoencoder` (z = act((x - b_dec) W_enc + b_enc), x_hat = z W_dec + b_dec,
+m = model.expansion x D latents); `sae.activation` picks the objective, per example:
+
+  relu       ||x - x_hat||^2 + l1_coefficient * sum_i z_i ||W_dec,i||  (Anthropic, "Towards Monosemanticity",
+             Bricken et al. 2023, and its April 2024 update, Conerly et al.: the L1 penalty weighted by the
+             decoder norms, which `sae.decoder_norm='free'` leaves unconstrained)
+  topk       ||x - x_hat||^2 + auxk_coefficient * ||e - e_hat||^2 (Gao et al. 2024, "Scaling and evaluating
+             sparse autoencoders", eq. 3 and appendix A.2: e = x - x_hat (no gradient), e_hat = W_dec z_aux
+             with z_aux the top `sae.k_aux` pre-activations of the dead latents, those that have not fired
+             in the last `sae.dead_window` training examples)
+  batchtopk  as topk, with the k * B largest activations of the whole batch kept (Bussmann et al. 2024,
+             "BatchTopK Sparse Autoencoders", sec. 3); the inference threshold theta is estimated during
+             training as an exponential moving average (rate `sae.threshold_lr`, as SAELens) of the
+             smallest kept activation of each batch (first batch: its own value)
+  jumprelu   ||x - x_hat||^2 + l0_coefficient * sum_i H(pi_i - theta_i) (Rajamanoharan et al. 2024,
+             "Jumping Ahead", sec. 3-4): straight-through pseudo-derivatives with the rectangle kernel of
+             bandwidth `sae.jumprelu_bandwidth` (their eq. 11; `jaxae.sae.jumprelu`, `jaxae.sae.step`)
+
+`sae.decoder_norm='unit'` (default) keeps the rows of W_dec at unit norm after every update and removes the
+gradient component parallel to each row before it (Bricken et al. 2023; Gao et al. 2024, sec. 2). b_dec
+starts at the geometric median (or mean) of up to `sae.init_sample` training inputs (Bricken et al. 2023).
+Inputs are usually scaled by `data.normalize='unit_mean_square'` (E||x||^2 = D, stored with the run).
+
+Metrics, per member, on training batches (mean over the epoch's steps) and held-out data:
+  l0                  mean number of nonzero latents per example
+  fvu                 fraction of variance unexplained, sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 with the
+                      mean over all the evaluated examples (centred, from streamed sufficient statistics)
+  explained_variance  1 - fvu
+  dead_fraction       training: latents that did not fire in the last `sae.dead_window` examples (mean over
+                      the epoch's steps); held-out: latents that fire on none of the evaluated examples
+  cosine_similarity   mean over examples of cos(x, x_hat)
+  sq_error, recon_mse mean ||x - x_hat||^2 per example and per element; l1, l0_penalty, auxk_loss,
+                      threshold where they apply. The held-out loss has no AuxK term.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxae import configs, models, sae
+from jaxae import data as data_lib
+from jaxae.variants import base
+
+B_DEC_INITS = ("geometric_median", "mean", "zeros")
+DECODER_NORMS = ("unit", "free")
+INIT_SAMPLE_SEED = 0  # the training rows b_dec is initialized from: the same for every run of a dataset
+_COUNT_CAP = 1 << 30  # example counters saturate here (int32)
+
+
+def width(config, data_shape) -> int:
+  """m = model.expansion x D, the number of latents."""
+  return int(config.model.expansion) * math.prod(data_shape)
+
+
+def k_aux(config, data_shape) -> int:
+  """sae.k_aux, or D // 2 when 0 (the heuristic SAELens takes from Gao et al. 2024, appendix B.1), at most m."""
+  d = math.prod(data_shape)
+  return min(config.sae.k_aux or max(d // 2, 1), width(config, data_shape))
+
+
+def network(config, data_shape) -> models.Net:
+  s = config.sae
+  module = sae.SparseAutoencoder(
+      data_shape=tuple(data_shape), width=width(config, data_shape), activation=s.activation, k=int(s.k),
+      decoder_init_norm=1.0 if s.decoder_norm == "unit" else float(s.decoder_init_norm),
+      jumprelu_init_threshold=float(s.jumprelu_init_threshold))
+  return models.Net(module, tuple(data_shape), output="identity")
+
+
+def make_loss(config, net):
+  s = config.sae
+  act, k, window = s.activation, int(s.k), int(s.dead_window)
+  n_aux = k_aux(config, net.data_shape)
+  d = math.prod(net.data_shape)
+
+  def loss_fn(params, hp, batch, key, train):
+    p = params["params"]
+    x = sae.flatten(batch["x"])
+    aux = batch["aux"]
+    pi = sae.pre_activation(p, x)
+    metrics, penalty, min_positive = {}, 0.0, None
+    if act == "relu":
+      z = jax.nn.relu(pi)
+      l1 = jnp.mean(jnp.sum(z * sae.decoder_norms(p), axis=-1))
+      penalty = hp["l1_coefficient"] * l1
+      metrics["l1"] = l1
+    elif act == "topk":  # decoded from (values, indices): k rows of W_dec per example, not all m
+      values, idx = jax.lax.top_k(pi, k)
+      z = None
+    elif act == "batchtopk":
+      if train:
+        z, min_positive = sae.batch_topk(pi, k)
+      else:
+        z = sae.infer_code(p, x, act, k)
+      metrics["threshold"] = p["threshold"]
+    elif act == "jumprelu":
+      theta = jnp.exp(p["log_threshold"])
+      z = sae.jumprelu(pi, theta, hp["jumprelu_bandwidth"])
+      l0_penalty = jnp.mean(jnp.sum(sae.step(pi, theta, hp["jumprelu_bandwidth"]), axis=-1))
+      penalty = hp["l0_coefficient"] * l0_penalty
+      metrics["l0_penalty"] = l0_penalty
+    else:
+      raise ValueError(f"sae.activation={act!r} is not one of {sae.ACTIVATIONS}")
+    if z is None:
+      values = jax.nn.relu(values)
+      x_hat = sae.decode_sparse(p, values, idx)
+      active = values > 0
+      fired = jnp.zeros(pi.shape[-1], jnp.float32).at[idx.reshape(-1)].max(active.reshape(-1).astype(jnp.float32)) > 0
+    else:
+      x_hat = sae.decode(p, z)
+      active = z > 0
+      fired = jnp.any(active, axis=0)
+    err = x - x_hat
+    sq_error = jnp.mean(jnp.sum(jnp.square(err), axis=-1))
+    loss = sq_error + penalty
+    if act in ("topk", "batchtopk") and train:
+      dead = aux["since_fired"] >= window
+
+      def auxk_loss():
+        e_hat = sae.auxk_code(pi, dead, n_aux) @ p["W_dec"]
+        return jnp.mean(jnp.sum(jnp.square(jax.lax.stop_gradient(err) - e_hat), axis=-1))
+
+      l_aux = jax.lax.cond(jnp.any(dead), auxk_loss, lambda: jnp.zeros((), jnp.float32))
+      loss = loss + hp["auxk_coefficient"] * l_aux
+      metrics["auxk_loss"] = l_aux
+    # Centred FVU from sums that add up over batches: sum ||x - c||^2 - n ||mean - c||^2 is the centred
+    # sum of squares for any constant c; c = the first training batch's mean (or b_dec before training)
+    # keeps the subtraction well conditioned when the data's mean is far from 0.
+    first = aux["seen"] == 0
+    center = jnp.where(first, jnp.mean(x, axis=0) if train else p["b_dec"], aux["center"])
+    center = jax.lax.stop_gradient(center)
+    xc = x - center
+    metrics.update(
+        loss=loss, sq_error=sq_error, recon_mse=sq_error / d,
+        l0=jnp.mean(jnp.sum(active, axis=-1).astype(jnp.float32)),
+        cosine_similarity=jnp.mean(_cosine(x, x_hat)),
+        stat_centered_sum=jnp.mean(xc, axis=0), stat_centered_sq=jnp.mean(jnp.sum(jnp.square(xc), axis=-1)))
+    if train:
+      since = jnp.where(fired, 0, jnp.minimum(aux["since_fired"] + x.shape[0], max(window, 1)))
+      new_aux = {**aux, "since_fired": since.astype(jnp.int32), "center": center,
+                 "seen": jnp.minimum(aux["seen"] + x.shape[0], _COUNT_CAP).astype(jnp.int32)}
+      if min_positive is not None:
+        old = aux["threshold"]
+        ema = (1 - s.threshold_lr) * old + s.threshold_lr * min_positive
+        new = jnp.where(old < 0, min_positive, ema)
+        new_aux["threshold"] = jax.lax.stop_gradient(jnp.where(jnp.isfinite(min_positive), new, old))
+      metrics["dead_fraction"] = jnp.mean((since >= window).astype(jnp.float32))
+      metrics["_aux"] = new_aux
+    else:
+      metrics["stat_fired"] = fired.astype(jnp.float32)
+    return loss, metrics
+
+  return loss_fn
+
+
+def _cosine(a, b, eps: float = 1e-8):
+  return jnp.sum(a * b, axis=-1) / jnp.maximum(jnp.linalg.norm(a, axis=-1) * jnp.linalg.norm(b, axis=-1), eps)
+
+
+def finalize(metrics: dict) -> dict:
+  """The averaged sufficient statistics of one member -> fvu, explained_variance (and held-out dead_fraction)."""
+  m = dict(metrics)
+  mean_c = m.pop("stat_centered_sum")
+  variance = m.pop("stat_centered_sq") - jnp.sum(jnp.square(mean_c), axis=-1)
+  m["fvu"] = m["sq_error"] / variance
+  m["explained_variance"] = 1.0 - m["fvu"]
+  if "stat_fired" in m:  # held-out: the fraction of batches a latent fired in is 0 iff it never fired
+    m["dead_fraction"] = jnp.mean((m.pop("stat_fired") == 0).astype(jnp.float32), axis=-1)
+  return m
+
+
+def init_aux(config, net, data_shape) -> dict:
+  """since_fired (m,) int32: training examples since each latent last fired; seen: examples trained on;
+  center (D,): the constant of the FVU statistics; threshold: BatchTopK's estimate (-1 = none yet)."""
+  aux = {"since_fired": jnp.zeros((width(config, data_shape),), jnp.int32), "seen": jnp.zeros((), jnp.int32),
+         "center": jnp.zeros((math.prod(data_shape),), jnp.float32)}
+  if config.sae.activation == "batchtopk":
+    aux["threshold"] = -jnp.ones((), jnp.float32)
+  return aux
+
+
+def update_params(config):
+  """BatchTopK: the inference threshold parameter follows the running estimate (once there is one)."""
+  if config.sae.activation != "batchtopk":
+    return None
+
+  def update(params, aux):
+    p = dict(params["params"])
+    p["threshold"] = jnp.where(aux["threshold"] >= 0, aux["threshold"], p["threshold"])
+    return {**params, "params": p}
+
+  return update
+
+
+def transform_grads(config):
+  if config.sae.decoder_norm != "unit":
+    return None
+
+  def transform(params, grads):
+    g = dict(grads["params"])
+    g["W_dec"] = sae.remove_parallel_component(params["params"]["W_dec"], g["W_dec"])
+    return {**grads, "params": g}
+
+  return transform
+
+
+def constrain(config):
+  if config.sae.decoder_norm != "unit":
+    return None
+
+  def unit_rows(params):
+    p = dict(params["params"])
+    p["W_dec"] = sae.normalize_rows(p["W_dec"])
+    return {**params, "params": p}
+
+  return unit_rows
+
+
+def init_sample(config, x) -> np.ndarray:
+  """Up to `sae.init_sample` training inputs (N, *data_shape) as stored: a fixed random subset, rows read
+  in storage order (a memory-mapped source reads only these rows)."""
+  n = min(len(x), int(config.sae.init_sample))
+  idx = np.sort(np.random.default_rng(INIT_SAMPLE_SEED).permutation(len(x))[:n])
+  return np.asarray(x[idx])
+
+
+def data_init(config, net, x):
+  """b_dec = the geometric median (or mean) of a training sample, as the network sees it (normalized)."""
+  kind = config.sae.b_dec_init
+  if kind == "zeros":
+    return None
+  sample = np.asarray(net.prepare(init_sample(config, x)), np.float64).reshape(-1, math.prod(net.data_shape))
+  b_dec = (sae.geometric_median(sample) if kind == "geometric_median" else sample.mean(axis=0)).astype(np.float32)
+
+  def init(params):
+    p = dict(params["params"])
+    p["b_dec"] = jnp.asarray(b_dec)
+    return {**params, "params": p}
+
+  return init
+
+
+def validate(config) -> None:
+  s = config.sae
+  for key, options in (("sae.activation", sae.ACTIVATIONS), ("sae.b_dec_init", B_DEC_INITS),
+                       ("sae.decoder_norm", DECODER_NORMS)):
+    if configs.get(config, key) not in options:
+      raise configs.ConfigError(f"{key}={configs.get(config, key)!r} is not one of {', '.join(map(repr, options))}")
+  for key in ("model.expansion", "sae.k", "sae.dead_window", "sae.init_sample"):
+    configs.positive_int(config, key)
+  configs.positive_int(config, "sae.k_aux", zero_ok=True)
+  for key in ("sae.jumprelu_bandwidth", "sae.jumprelu_init_threshold", "sae.decoder_init_norm"):
+    value = configs.get(config, key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+      raise configs.ConfigError(f"{key}={value!r} must be a positive number")
+  if config.loss.reconstruction != "mse":
+    raise configs.ConfigError(f"loss.reconstruction={config.loss.reconstruction!r}: variant 'sae' reconstructs with "
+                              f"squared error (loss.reconstruction='mse')")
+  if isinstance(s.threshold_lr, bool) or not isinstance(s.threshold_lr, (int, float)) or not 0 < s.threshold_lr <= 1:
+    raise configs.ConfigError(f"sae.threshold_lr={s.threshold_lr!r} must be in (0, 1]")
+
+
+def check_data(config, data) -> None:
+  shape = data.train.x.shape[1:]
+  m = width(config, shape)
+  if config.sae.activation in ("topk", "batchtopk") and config.sae.k > m:
+    raise data_lib.DataError(f"sae.k={config.sae.k} is larger than the {m} latents (model.expansion="
+                             f"{config.model.expansion} x D={math.prod(shape)})")
+
+
+VARIANT = base.register(base.Variant(
+    name="sae", make_loss=make_loss, network=network, validate=validate, check_data=check_data,
+    transform_grads=transform_grads, constrain=constrain, init_aux=init_aux, finalize=finalize,
+    data_init=data_init, update_params=update_params, headline="fvu",
+    hparams={"l1_coefficient": "sae.l1_coefficient", "l0_coefficient": "sae.l0_coefficient",
+             "auxk_coefficient": "sae.auxk_coefficient", "jumprelu_bandwidth": "sae.jumprelu_bandwidth"},
+    options={"model.expansion": 8, "sae.activation": "topk", "sae.k": 32, "sae.k_aux": 0,
+             "sae.auxk_coefficient": 1 / 32, "sae.l1_coefficient": 5.0, "sae.l0_coefficient": 1.0,
+             "sae.jumprelu_bandwidth": 0.05, "sae.jumprelu_init_threshold": 0.01, "sae.threshold_lr": 0.01,
+             "sae.dead_window": 100_000, "sae.b_dec_init": "geometric_median", "sae.init_sample": 4096,
+             "sae.decoder_norm": "unit", "sae.decoder_init_norm": 0.1},
+    description="sparse autoencoder for interpretability: relu+L1, topk+AuxK, batchtopk, jumprelu"))
