@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from jaxae import analysis, checkpoints, configs, models, plots, report, sharding, sweep, train, workdir as workdir_lib
 from jaxae import data as data_lib
+from jaxae import stream as stream_lib
 
 
 def _say(msg: str) -> None:
@@ -112,8 +113,14 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
   data_shape = data.train.x.shape[1:]
   mesh = sharding.member_mesh(len(members))
   program = train.build(group, data_shape, len(data.train), mesh, normalizer=normalizer)
-  x, y = sharding.replicate((data.train.x, _labels(data.train)), mesh)
-  xe, ye = sharding.replicate((data.eval.x, _labels(data.eval)), mesh)
+  streamed = stream_lib.should_stream(config.data, data)
+  if streamed:  # batches are read from the host or disk as they are needed (jaxae/stream.py)
+    (x, y), (xe, ye) = (data.train.x, _labels(data.train)), (data.eval.x, _labels(data.eval))
+    _say(f"streaming batches from the host (data.stream={config.data.stream!r}): "
+         f"{stream_lib.nbytes(x) / 2**20:.0f} MiB of training inputs stay off the device")
+  else:
+    x, y = sharding.replicate((data.train.x, _labels(data.train)), mesh)
+    xe, ye = sharding.replicate((data.eval.x, _labels(data.eval)), mesh)
 
   restored = workdir_lib.restore_latest(mngr, program.abstract_state(), on_corrupt, _say)
   if restored is None:
@@ -152,7 +159,7 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
   with stop.installed():
     while epoch < epochs:
       t0 = time.perf_counter()
-      state, finished = train.run_epoch(program, state, x, y, stop)
+      state, finished = (stream_lib.run_epoch if streamed else train.run_epoch)(program, state, x, y, stop)
       if not finished:
         interrupted = stop.signal
         break
@@ -165,7 +172,7 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
       record: dict[str, Any] = {"epoch": epoch, "step": epoch * spe}
       record["train"] = {k: v for k, v in train_means.items() if v.ndim == 1}
       if epoch % config.train.eval_every == 0 or epoch == epochs:
-        evals = sharding.to_host(program.evaluate(state, xe, ye))
+        evals = sharding.to_host(stream_lib.evaluate(program, state, xe, ye) if streamed else program.evaluate(state, xe, ye))
         record["eval"] = {k: np.asarray(v) for k, v in evals.items() if np.ndim(v) == 1}
       record["seconds"] = time.perf_counter() - t0
       records.append(report.append_record(workdir, record, write=primary))
