@@ -217,6 +217,8 @@ def _figures(workdir, records, members, program, params, data) -> None:
                     title=f"{variant.name}: training loss and held-out loss (mean ± std over seeds)")
   if variant.headline != "loss":
     plots.loss_curves(records, members, os.path.join(figdir, f"{variant.headline}_curves.png"), metric=variant.headline)
+  if len(program.net.data_shape) == 1:
+    _vector_figures(figdir, members, program, params, data)
   if len(program.net.data_shape) != 3:
     return  # reconstructions are drawn for images
   images = data.eval.x[:10]
@@ -228,6 +230,25 @@ def _figures(workdir, records, members, program, params, data) -> None:
     labels.append(f"seed {members[i]['seed']} {setting}".strip())
   plots.image_rows(rows, labels, os.path.join(figdir, "reconstructions.png"),
                    title=f"{variant.name}: held-out images and reconstructions")
+
+
+VECTOR_FIGURE_EXAMPLES = 10000  # the held-out examples (the first ones) that the vector figures use
+
+
+def _vector_figures(figdir, members, program, params, data) -> None:
+  """Vectors: held-out squared error per feature (feature_errors.png) and per example (example_errors.png)."""
+  x = data.eval.x[:VECTOR_FIGURE_EXAMPLES]
+  errors = {}
+  for g in sorted({m["setting_index"] for m in members}):
+    idx = [i for i, m in enumerate(members) if m["setting_index"] == g]
+    label = ",".join(f"{k.split('.')[-1]}={v}" for k, v in members[idx[0]]["setting"].items())
+    errors[label] = np.stack([analysis.squared_errors(program.net, analysis.member_params(params, i), x, program.config)
+                              for i in idx])  # (seeds, N, D)
+  units = " (after data.normalize)" if program.net.normalizer is not None else ""
+  plots.feature_errors({k: e.mean(axis=1) for k, e in errors.items()}, os.path.join(figdir, "feature_errors.png"),
+                       ylabel=f"squared error{units}")
+  plots.example_errors({k: e.mean(axis=2) for k, e in errors.items()}, os.path.join(figdir, "example_errors.png"),
+                       xlabel=f"per-example MSE{units}")
 
 
 def train_and_evaluate(config, workdir: str, fresh: bool = False, on_corrupt: str = "fail") -> dict:
