@@ -60,13 +60,23 @@ def should_stream(data_config, data) -> bool:
 
 
 def block_steps(chunk: int, members: int, batch: int, row_bytes: int, budget: int | None = None) -> int:
-  """S: the most steps per streamed call that divide `chunk` and whose rows (members x S x batch) fit `budget`.
-
-  Dividing the chunk keeps one compiled shape and the stop points of `train.steps_per_call`; at least 1.
-  """
+  """S: the most steps per streamed call whose rows (members x S x batch) fit `budget`, at most `chunk`; >= 1."""
   budget = BLOCK_BYTES if budget is None else budget
-  fits = max(1, budget // max(1, members * batch * row_bytes))
-  return max(s for s in range(1, min(chunk, fits) + 1) if chunk % s == 0)
+  return max(1, min(chunk, budget // max(1, members * batch * row_bytes)))
+
+
+def blocks(offset: int, steps_per_epoch: int, chunk: int, steps: int) -> list[tuple[int, int]]:
+  """(first step, number of steps) of the streamed calls from `offset` to the end of the epoch.
+
+  Blocks of `steps` never cross a chunk boundary (where `stop()` is asked, as in train.run_epoch), so
+  each chunk is its blocks of `steps` and, if `steps` does not divide it, one shorter block: at most
+  two compiled shapes.
+  """
+  out = []
+  for start in range(offset, steps_per_epoch, chunk):
+    end = min(start + chunk, steps_per_epoch)
+    out += [(b, min(steps, end - b)) for b in range(start, end, steps)]
+  return out
 
 
 class Prefetcher:
@@ -168,26 +178,26 @@ def _member_rows(x, y, order: np.ndarray, start: int, steps: int):
 def run_epoch(program: train.Program, state: train.TrainState, x, y, stop: Callable[[], bool] = lambda: False):
   """`train.run_epoch` on host data: x (N, ...) numpy or LazyArray, y (N,) int32. Returns (state, finished).
 
-  Trains from the state's position to the end of its epoch, in blocks of S steps (`block_steps`),
-  asking `stop()` after every `program.chunk` steps as train.run_epoch does.
+  Trains from the state's position to the end of its epoch, in blocks of at most S steps
+  (`block_steps`, `blocks`), asking `stop()` after every `program.chunk` steps as train.run_epoch does.
   """
   spe, chunk = program.steps_per_epoch, program.chunk
   epoch, offset = divmod(train.global_step(state), spe)
   order = np.asarray(sharding.to_host(program.epoch_order(state, epoch)))  # (M, spe, B), every member's
   members, _, batch = order.shape
   steps = block_steps(chunk, max(1, members // jax.process_count()), batch, _row_bytes(x))
-  local = np.arange(steps * batch, dtype=np.int32).reshape(steps, batch)
   where = program.member_sharding
 
-  def produce(start):
-    inputs, labels = _member_rows(x, y, order, start, steps)
-    shape = (members, steps * batch)
+  def produce(block):
+    start, n = block
+    inputs, labels = _member_rows(x, y, order, start, n)
+    shape = (members, n * batch)
     return (_put(inputs, (*shape, *x.shape[1:]), x.dtype, where), _put(labels, shape, np.int32, where))
 
-  with Prefetcher(range(offset, spe, steps), produce) as blocks:
-    for start, (xb, yb) in blocks:
-      state = program.train_block(state, xb, yb, local)
-      done = start + steps
+  with Prefetcher(blocks(offset, spe, chunk, steps), produce) as prefetched:
+    for (start, n), (xb, yb) in prefetched:
+      state = program.train_block(state, xb, yb, np.arange(n * batch, dtype=np.int32).reshape(n, batch))
+      done = start + n
       if done < spe and done % chunk == 0 and stop():
         return state, False
   return state, True

@@ -38,8 +38,9 @@ def digits_npy(tmp_path_factory):
 
 
 def cfg(source, variant="vanilla", **overrides):
-  base = dict(data__source=source, train__steps_per_call=2, train__epochs=3, train__eval_batch_size=20,
-              checkpoint__every_epochs=2)
+  # 180 held-out rows (10% of 1,797): 4 evaluation batches of 40 (10 KiB each) and a last batch of 20.
+  base = dict(data__source=source, train__steps_per_call=2, train__epochs=3, data__max_eval=0,
+              train__eval_batch_size=40, checkpoint__every_epochs=2)
   return tiny_config(variant, **{**base, **overrides})
 
 
@@ -69,18 +70,21 @@ def assert_same_run(workdir, ref):
 def in_memory(digits_npy, tmp_path_factory):
   """Reference runs on the device (data.stream=false), by (variant, member_loop)."""
   out = {}
-  for variant, loop in (("vanilla", "map"), ("vae", "vmap")):
+  for variant, loop, spc in (("vanilla", "map", 2), ("vae", "vmap", 0)):
     wd = tmp_path_factory.mktemp(f"mem_{variant}")
-    run_lib.train_and_evaluate(cfg(digits_npy, variant, data__stream="false", train__member_loop=loop), str(wd))
+    run_lib.train_and_evaluate(cfg(digits_npy, variant, data__stream="false", train__member_loop=loop,
+                                   train__steps_per_call=spc), str(wd))
     out[variant, loop] = wd
   return out
 
 
-@pytest.mark.parametrize("variant,loop", [("vanilla", "map"), ("vae", "vmap")])
-def test_streamed_run_equals_in_memory_run_bit_for_bit(digits_npy, in_memory, tmp_path, monkeypatch, variant, loop):
-  # Blocks of one step (two members x 32 rows x 256 B = 16 KiB): several compiled calls per chunk of
-  # train.steps_per_call=2, and held-out data in blocks of one evaluation batch plus a smaller last one.
-  monkeypatch.setattr(stream, "BLOCK_BYTES", 2 * 32 * 64 * 4)
+@pytest.mark.parametrize("variant,loop,spc,block", [("vanilla", "map", 2, 1), ("vae", "vmap", 0, 3)])
+def test_streamed_run_equals_in_memory_run_bit_for_bit(digits_npy, in_memory, tmp_path, monkeypatch, variant, loop,
+                                                       spc, block):
+  # Blocks of `block` steps (two members x 32 rows x 256 B = 16 KiB a step): with train.steps_per_call=2,
+  # two calls per chunk; with the whole 8-step epoch as one chunk, calls of 3, 3 and 2 steps. Held-out
+  # data go in blocks of 1 (or 4) evaluation batches, and the smaller last batch on its own.
+  monkeypatch.setattr(stream, "BLOCK_BYTES", block * 2 * 32 * 64 * 4)
   put = []
   real_put = stream._put
 
@@ -89,9 +93,10 @@ def test_streamed_run_equals_in_memory_run_bit_for_bit(digits_npy, in_memory, tm
     return real_put(host, shape, dtype, where)
 
   monkeypatch.setattr(stream, "_put", recording_put)
-  run_lib.train_and_evaluate(cfg(digits_npy, variant, data__stream="true", train__member_loop=loop), str(tmp_path))
+  run_lib.train_and_evaluate(cfg(digits_npy, variant, data__stream="true", train__member_loop=loop,
+                                 train__steps_per_call=spc), str(tmp_path))
   assert_same_run(tmp_path, in_memory[variant, loop])
-  assert put and max(put) <= stream.BLOCK_BYTES  # no split was ever put on the device whole (256 x 256 B)
+  assert put and max(put) <= stream.BLOCK_BYTES  # no split was ever put on the device whole (256 or 180 x 256 B)
 
 
 def test_streamed_stop_mid_epoch_resumes_exactly_streamed_or_not(digits_npy, in_memory, tmp_path, monkeypatch):
@@ -120,13 +125,19 @@ def test_streamed_stop_mid_epoch_resumes_exactly_streamed_or_not(digits_npy, in_
   assert_same_run(copy, in_memory["vanilla", "map"])
 
 
-def test_block_steps_divide_the_chunk_and_fit_the_budget():
-  assert stream.block_steps(64, 1, 128, 4096, budget=16 << 20) == 32  # 32 x 512 KiB = 16 MiB
-  assert stream.block_steps(3906, 1, 128, 4096, budget=32 << 20) == 63  # largest divisor of 3906 <= 64
+def test_blocks_fit_the_budget_and_stop_at_chunk_boundaries():
+  assert stream.block_steps(3906, 1, 128, 4096, budget=16 << 20) == 32  # 32 x 512 KiB = 16 MiB
+  assert stream.block_steps(3906, 4, 128, 4096, budget=16 << 20) == 8
   assert stream.block_steps(10, 4, 32, 100, budget=10 ** 9) == 10  # everything fits: the whole chunk
-  assert stream.block_steps(7, 1, 128, 4096, budget=4 << 20) == 7  # 7 is prime but fits
-  assert stream.block_steps(7, 1, 128, 4096, budget=1 << 20) == 1  # a prime chunk that does not fit
   assert stream.block_steps(12, 1, 1, 1 << 30, budget=1) == 1  # one row above the budget: one step
+  assert stream.blocks(0, 10, 10, 4) == [(0, 4), (4, 4), (8, 2)]
+  assert stream.blocks(4, 12, 4, 3) == [(4, 3), (7, 1), (8, 3), (11, 1)]  # resumed at step 4, chunks of 4
+  for offset, spe, chunk, steps in ((0, 3906, 3906, 32), (6, 12, 2, 5), (0, 7, 7, 1), (9, 12, 3, 2)):
+    got = stream.blocks(offset, spe, chunk, steps)
+    assert [s for s, _ in got] == list(np.cumsum([offset] + [n for _, n in got])[:-1])  # contiguous
+    assert sum(n for _, n in got) == spe - offset and max(n for _, n in got) <= steps
+    assert all((s % chunk) + n <= chunk for s, n in got)  # no block crosses a chunk boundary
+    assert len({n for _, n in got}) <= 2  # at most two compiled shapes
 
 
 def test_prefetcher_keeps_order_raises_errors_and_stops_early():
@@ -153,7 +164,7 @@ def test_auto_streams_what_would_not_fit(digits_npy, monkeypatch):
   config = cfg(digits_npy)
   d = data_lib.load(config.data)
   size = stream.nbytes(d.train.x) + stream.nbytes(d.eval.x)
-  assert size == (256 + 64) * 64 * 4
+  assert size == (256 + 180) * 64 * 4
   monkeypatch.setattr(stream, "device_memory_bytes", lambda device=None: int(size / stream.AUTO_FRACTION) + 1)
   assert not stream.should_stream(config.data, d)
   monkeypatch.setattr(stream, "device_memory_bytes", lambda device=None: int(size / stream.AUTO_FRACTION) - 1)
