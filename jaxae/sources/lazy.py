@@ -177,8 +177,8 @@ class _FileRows:
         weakref.finalize(self, os.close, self._fd)
       return self._fd
 
-  def _pread(self, buffer: np.ndarray, offset: int) -> None:
-    view, fd = memoryview(buffer.reshape(-1).view(np.uint8)), self._descriptor()
+  def _pread(self, view: memoryview, offset: int) -> None:
+    fd = self._descriptor()
     while len(view):  # one call reads at most ~2 GiB on Linux
       got = os.preadv(fd, [view], offset)
       if got <= 0:
@@ -187,15 +187,24 @@ class _FileRows:
 
   def read(self, start: int, out: np.ndarray) -> None:
     """Rows start:start + len(out) into `out` (C-contiguous)."""
-    self._pread(out, self.offset + start * self.row_bytes)
+    self._pread(memoryview(out.reshape(-1).view(np.uint8)), self.offset + start * self.row_bytes)
 
   def read_rows(self, rows: np.ndarray, out: np.ndarray) -> None:
-    """Rows `rows` (ascending) into out[i]; runs of consecutive rows are read in one call."""
+    """Rows `rows` (ascending) into out[i] (C-contiguous); runs of consecutive rows are read in one call.
+
+    One system call per run, with as little Python as possible around it: for rows of a few KiB the
+    loop, not the copy, is the cost (about 3 us a row on a 2-core VM).
+    """
     if not len(rows):
       return
-    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-    for lo, hi in zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [len(rows)]])):
-      self.read(int(rows[lo]), out[lo:hi])
+    rows = np.asarray(rows, np.int64)
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(rows) != 1) + 1])
+    ends = np.append(starts[1:], len(rows))
+    view, fd, rb, base = memoryview(out.reshape(-1).view(np.uint8)), self._descriptor(), self.row_bytes, self.offset
+    for lo, hi, row in zip(starts.tolist(), ends.tolist(), rows[starts].tolist()):
+      part = view[lo * rb:hi * rb]
+      if os.preadv(fd, [part], base + row * rb) != len(part):  # a short read: finish it
+        self._pread(part, base + row * rb)
 
 
 def _is_int(key) -> bool:
