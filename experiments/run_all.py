@@ -15,7 +15,7 @@ import sys
 import time
 
 STUDIES = ("bottleneck", "latent", "denoising", "reconstructions", "vae", "sparse_contractive", "pca", "supervised",
-           "sparse_sweep", "keras_note", "sae")
+           "sparse_sweep", "keras_note", "sae", "digits", "anomaly", "scalar_denoising")
 REUSE = ("latent", "denoising", "reconstructions", "sparse_contractive", "supervised")  # take --runs
 FULL = {
     "bottleneck": [],

@@ -1,4 +1,4 @@
-"""Study 11: sparse autoencoders for interpretability: known features recovered, and a frontier on real activations.
+"""Study 12: sparse autoencoders for interpretability: known features recovered, and a frontier on real activations.
 
 Part 1, synthetic data with known ground truth (Sharkey et al. 2022, "Taking features out of superposition
 with sparse autoencoders"; Elhage et al. 2022, "Toy models of superposition"): F unit feature directions

@@ -91,3 +91,16 @@ def encoder_jacobian_sq_norm(model, params, x, batch_size: int = 250) -> np.ndar
   """
   enc = jax.jit(lambda b: jax.vmap(lambda xi: losses.contractive_penalty(lambda v: model.encode(params, v), xi[None]))(b))
   return _batched(lambda b: enc(model.prepare(b)), x, batch_size)
+
+
+def squared_errors(model, params, x, config, batch_size: int = 1000) -> np.ndarray:
+  """(reconstruct(x) - prepare(x))^2, (N, *data_shape) float32, for one member's params.
+
+  In the network's input space: after the run's normalizer (`data.normalize`), so the mean over
+  everything is the held-out `recon_mse` the run reports.
+  """
+  out = []
+  for i in range(0, len(x), batch_size):
+    batch = x[i:i + batch_size]
+    out.append(np.square(reconstruct(model, params, batch, config, batch_size) - np.asarray(model.prepare(batch))))
+  return np.concatenate(out)

@@ -52,6 +52,7 @@ RESUME_SAFE = (
     "log.images",
     "log.wandb",
     "log.wandb_project",
+    "data.stream",  # streamed and in-memory runs are the same, bit for bit (jaxae/stream.py)
 )
 
 
@@ -78,6 +79,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.image_size = ()  # folder: / hf: images resized to (height, width); () = all must share one size.
   c.data.label_column = ""  # csv: / hf: the label column, a name or an index; '' = none (hf: 'label').
   c.data.normalize = "none"  # 'none' | 'minmax' | 'standardize' | 'unit_mean_square', training-split statistics.
+  c.data.stream = "auto"  # 'true': batches from host/disk (jaxae/stream.py); 'false': all on the device; 'auto'
 
   c.model = ml_collections.ConfigDict()
   c.model.backbone = "mlp"
@@ -320,6 +322,7 @@ def _check_data(config) -> None:
   except sources.DataError as e:
     raise ConfigError(str(e)) from None
   _choice(config, "data.normalize", data_lib.NORMALIZATIONS)
+  _choice(config, "data.stream", ("auto", "true", "false"))
 
 
 def _check_keys(config, known, prefix: str) -> None:

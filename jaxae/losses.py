@@ -164,15 +164,18 @@ def psnr(reconstruction, target, max_value=1.0):
   return 10.0 * jnp.log10(max_value**2 / jnp.maximum(err, 1e-12))
 
 
-def corrupt(key, x, kind: str, level):
+def corrupt(key, x, kind: str, level, clip: bool = True):
   """Input corruption of the denoising autoencoder (Vincent et al. 2008, sec. 2.3; 2010 sec. 4.2).
 
-  x: (B, ...) in [0, 1]. kind 'gaussian': clip(x + level * N(0, 1), 0, 1); 'masking': each pixel set
-  to 0 with probability level; 'salt_pepper': each pixel set to 0 or 1 (equal odds) with probability
-  level. `level` may be a traced scalar (it is sweepable).
+  x: (B, ...). kind 'gaussian': x + level * N(0, 1), the additive isotropic Gaussian noise of Vincent
+  et al. 2010 (sec. 4.2, x~ | x ~ N(x, level^2 I)), clipped to [0, 1] when `clip` (images, whose
+  pixels live there) and left as it is for other data (clip=False); 'masking': each element set to 0
+  with probability level; 'salt_pepper': each element set to 0 or 1 (equal odds) with probability
+  level (both for x in [0, 1]). `level` may be a traced scalar (it is sweepable).
   """
   if kind == "gaussian":
-    return jnp.clip(x + level * jax.random.normal(key, x.shape, x.dtype), 0.0, 1.0)
+    noisy = x + level * jax.random.normal(key, x.shape, x.dtype)
+    return jnp.clip(noisy, 0.0, 1.0) if clip else noisy
   hit = jax.random.uniform(key, x.shape) < level
   if kind == "masking":
     return jnp.where(hit, 0.0, x)

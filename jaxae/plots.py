@@ -264,3 +264,53 @@ def rate_distortion(rates, distortions, labels, path: str, rate_err=None, distor
   ax.set_title(title, fontsize=9)
   ax.grid(alpha=0.3)
   return _save(fig, path)
+
+
+def feature_errors(errors: dict[str, np.ndarray], path: str, ylabel: str = "held-out squared error",
+                   title: str = "") -> str:
+  """Reconstruction error per input feature: errors {setting label: (seeds, D)} mean over examples.
+
+  One line per setting (mean over seeds) with a ± std band over seeds; x is the feature index.
+  """
+  fig, ax = plt.subplots(figsize=(max(5, min(12, 0.12 * next(iter(errors.values())).shape[-1] + 3)), 3.5))
+  for label, values in errors.items():
+    values = np.asarray(values, np.float64)
+    line = band(ax, np.arange(values.shape[-1]), values, label or "all seeds")
+    line.set_marker("o" if values.shape[-1] <= 64 else "")
+    line.set_markersize(3)
+  ax.set_xlabel("feature")
+  ax.set_ylabel(ylabel)
+  ax.set_title(title or "reconstruction error per feature (mean over held-out examples, ± std over seeds)", fontsize=9)
+  ax.legend(fontsize=7)
+  ax.grid(alpha=0.3)
+  return _save(fig, path)
+
+
+def example_errors(errors: dict[str, np.ndarray], path: str, xlabel: str = "held-out squared error per example",
+                   title: str = "") -> str:
+  """Distribution of per-example reconstruction errors: errors {setting label: (seeds, N)}.
+
+  A step histogram per setting, seeds pooled (density, so settings with different numbers of seeds
+  compare), the median as a dashed line; log-spaced bins when the errors span more than two decades.
+  """
+  fig, ax = plt.subplots(figsize=(5.5, 3.5))
+  shapes = {label: np.shape(v) for label, v in errors.items()}
+  pooled = {label: np.ravel(np.asarray(v, np.float64)) for label, v in errors.items()}
+  finite = np.concatenate([v[np.isfinite(v)] for v in pooled.values()])
+  positive = finite[finite > 0]
+  log = positive.size and positive.size == finite.size and positive.max() / positive.min() > 100
+  bins = np.geomspace(positive.min(), positive.max(), 50) if log else np.linspace(finite.min(), finite.max(), 50)
+  for label, values in pooled.items():
+    values = values[np.isfinite(values)]
+    seeds, n = shapes[label]
+    _, _, patches = ax.hist(values, bins=bins, density=True, histtype="step",
+                            label=f"{label + ': ' if label else ''}{n} examples x {seeds} seeds")
+    ax.axvline(np.median(values), color=patches[0].get_edgecolor(), linestyle="--", linewidth=1)
+  if log:
+    ax.set_xscale("log")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel("density")
+  ax.set_title(title or "per-example reconstruction error on held-out data (dashed: median)", fontsize=9)
+  ax.legend(fontsize=7)
+  ax.grid(alpha=0.3)
+  return _save(fig, path)

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from jaxae import analysis, checkpoints, configs, files, models, plots, report, sharding, sweep, tracking, train
 from jaxae import workdir as workdir_lib
 from jaxae import data as data_lib
+from jaxae import stream as stream_lib
 
 
 def _say(msg: str) -> None:
@@ -111,8 +112,14 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
   data_shape = data.train.x.shape[1:]
   mesh = sharding.member_mesh(len(members))
   program = train.build(group, data_shape, len(data.train), mesh, normalizer=normalizer, train_x=data.train.x)
-  x, y = sharding.replicate((data.train.x, _labels(data.train)), mesh)
-  xe, ye = sharding.replicate((data.eval.x, _labels(data.eval)), mesh)
+  streamed = stream_lib.should_stream(config.data, data)
+  if streamed:  # batches are read from the host or disk as they are needed (jaxae/stream.py)
+    (x, y), (xe, ye) = (data.train.x, _labels(data.train)), (data.eval.x, _labels(data.eval))
+    _say(f"streaming batches from the host (data.stream={config.data.stream!r}): "
+         f"{stream_lib.nbytes(x) / 2**20:.0f} MiB of training inputs stay off the device")
+  else:
+    x, y = sharding.replicate((data.train.x, _labels(data.train)), mesh)
+    xe, ye = sharding.replicate((data.eval.x, _labels(data.eval)), mesh)
 
   restored = workdir_lib.restore_latest(mngr, program.abstract_state(), on_corrupt, _say)
   if restored is None:
@@ -154,7 +161,7 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
   with stop.installed():
     while epoch < epochs:
       t0 = time.perf_counter()
-      state, finished = train.run_epoch(program, state, x, y, stop)
+      state, finished = (stream_lib.run_epoch if streamed else train.run_epoch)(program, state, x, y, stop)
       if not finished:
         interrupted = stop.signal
         break
@@ -167,7 +174,7 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
       record: dict[str, Any] = {"epoch": epoch, "step": epoch * spe}
       record["train"] = {k: v for k, v in train_means.items() if v.ndim == 1}
       if epoch % config.train.eval_every == 0 or epoch == epochs:
-        evals = sharding.to_host(program.evaluate(state, xe, ye))
+        evals = sharding.to_host(stream_lib.evaluate(program, state, xe, ye) if streamed else program.evaluate(state, xe, ye))
         record["eval"] = {k: np.asarray(v) for k, v in evals.items() if np.ndim(v) == 1}
       record["seconds"] = time.perf_counter() - t0
       records.append(report.append_record(workdir, record, write=primary))
@@ -214,6 +221,8 @@ def _figures(workdir, records, members, program, params, data) -> None:
                     title=f"{variant.name}: training loss and held-out loss (mean ± std over seeds)")
   if variant.headline != "loss":
     plots.loss_curves(records, members, os.path.join(figdir, f"{variant.headline}_curves.png"), metric=variant.headline)
+  if len(program.net.data_shape) == 1:
+    _vector_figures(figdir, members, program, params, data)
   if len(program.net.data_shape) != 3:
     return  # reconstructions are drawn for images
   images = data.eval.x[:10]
@@ -225,6 +234,25 @@ def _figures(workdir, records, members, program, params, data) -> None:
     labels.append(f"seed {members[i]['seed']} {setting}".strip())
   plots.image_rows(rows, labels, os.path.join(figdir, "reconstructions.png"),
                    title=f"{variant.name}: held-out images and reconstructions")
+
+
+VECTOR_FIGURE_EXAMPLES = 10000  # the held-out examples (the first ones) that the vector figures use
+
+
+def _vector_figures(figdir, members, program, params, data) -> None:
+  """Vectors: held-out squared error per feature (feature_errors.png) and per example (example_errors.png)."""
+  x = data.eval.x[:VECTOR_FIGURE_EXAMPLES]
+  errors = {}
+  for g in sorted({m["setting_index"] for m in members}):
+    idx = [i for i, m in enumerate(members) if m["setting_index"] == g]
+    label = ",".join(f"{k.split('.')[-1]}={v}" for k, v in members[idx[0]]["setting"].items())
+    errors[label] = np.stack([analysis.squared_errors(program.net, analysis.member_params(params, i), x, program.config)
+                              for i in idx])  # (seeds, N, D)
+  units = " (after data.normalize)" if program.net.normalizer is not None else ""
+  plots.feature_errors({k: e.mean(axis=1) for k, e in errors.items()}, os.path.join(figdir, "feature_errors.png"),
+                       ylabel=f"squared error{units}")
+  plots.example_errors({k: e.mean(axis=2) for k, e in errors.items()}, os.path.join(figdir, "example_errors.png"),
+                       xlabel=f"per-example MSE{units}")
 
 
 def train_and_evaluate(config, workdir: str, fresh: bool = False, on_corrupt: str = "fail") -> dict:

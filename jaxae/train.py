@@ -121,6 +121,11 @@ class Program:
   steps_per_epoch: int
   chunk: int
   member_sharding: Any = None  # where init_state places the member axis (None: the default device)
+  # Streaming (jaxae/stream.py): the same steps and metrics on blocks of rows gathered on the host.
+  train_block: Callable | None = None  # (state, xb (M, S*B, ...), yb (M, S*B), local (S, B)) -> state
+  eval_batches: Callable | None = None  # (state, xs (K, bs, ...), ys (K, bs)) -> {metric: (M, K, ...)}
+  eval_last: Callable | None = None  # (state, x (r, ...), y (r,)) -> {metric: (M, ...)}: a smaller last batch
+  eval_total: Callable | None = None  # (per_batch {m: (M, full, ...)}, last or None, bs, n) -> {metric: (M, ...)}
 
   def init_state(self) -> TrainState:
     """Initial TrainState of every member; with a member sharding each process initializes only its own."""
@@ -260,47 +265,73 @@ def make_program(config, net: models.Net, num_train: int, member_loop: str = "vm
     perm = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(state.rng, 1), epoch), num_train)
     return perm[: spe * batch].reshape(spe, batch).astype(jnp.int32)
 
-  def chunk_member(state, x_all, y_all, order, offset):
-    idx = jax.lax.dynamic_slice_in_dim(order, offset, chunk, axis=0)
+  def steps_member(state, x_all, y_all, idx):
+    # idx (steps, B) into x_all; train.steps_per_call=1 is a single step without a loop, however it is called.
     if chunk == 1:
       return step(state, x_all, y_all, idx[0])
     body = lambda s, i: (step(s, x_all, y_all, i), None)
     return jax.lax.scan(body, state, idx, unroll=config.train.unroll)[0]
 
+  def chunk_member(state, x_all, y_all, order, offset):
+    return steps_member(state, x_all, y_all, jax.lax.dynamic_slice_in_dim(order, offset, chunk, axis=0))
+
   eval_bs = config.train.eval_batch_size
 
+  def batch_metrics(state, x, y):
+    key = jax.random.fold_in(state.rng, 3)
+    aux = {} if state.aux is None else {"aux": state.aux}
+    return reported(loss_fn(state.params, state.hparams, {"x": net.prepare(x), "y": y, **aux}, key, False)[1])
+
+  def total_member(per_batch, last, bs, n):
+    total = jax.tree.map(lambda m: jnp.sum(m, axis=0) * bs, per_batch)
+    if last is not None:  # the remainder is its own (smaller) batch, weighted by its size
+      total = jax.tree.map(lambda t, m: t + m * (n % bs), total, last)
+    return finalize(jax.tree.map(lambda t: t / n, total))
+
   def eval_member(state, x_all, y_all):
+    # (per-batch metrics (full, ...), the smaller last batch's or None); eval_total reduces them, a
+    # separate program that streamed evaluation (stream.evaluate) shares, so both give the same bits.
     n = x_all.shape[0]
     bs = min(eval_bs, n)
     full, rest = divmod(n, bs)
-    key = jax.random.fold_in(state.rng, 3)
-    aux = {} if state.aux is None else {"aux": state.aux}
-
-    def batch_metrics(x, y):
-      return reported(loss_fn(state.params, state.hparams, {"x": net.prepare(x), "y": y, **aux}, key, False)[1])
-
     xs = x_all[: full * bs].reshape(full, bs, *x_all.shape[1:])
     ys = y_all[: full * bs].reshape(full, bs)
-    per_batch = jax.lax.map(lambda xy: batch_metrics(*xy), (xs, ys))
-    total = jax.tree.map(lambda m: jnp.sum(m, axis=0) * bs, per_batch)
-    if rest:  # the remainder is its own (smaller) batch, weighted by its size
-      last = batch_metrics(x_all[full * bs:], y_all[full * bs:])
-      total = jax.tree.map(lambda t, m: t + m * rest, total, last)
-    return finalize(jax.tree.map(lambda t: t / n, total))
+    per_batch = jax.lax.map(lambda xy: batch_metrics(state, *xy), (xs, ys))
+    return per_batch, batch_metrics(state, x_all[full * bs:], y_all[full * bs:]) if rest else None
+
+  def batches_member(state, xs, ys):
+    return jax.lax.map(lambda xy: batch_metrics(state, *xy), (xs, ys))
 
   if member_loop == "map":
     chunk_all = lambda s, x, y, o, off: jax.lax.map(lambda so: chunk_member(so[0], x, y, so[1], off), (s, o))
     eval_all = lambda s, x, y: jax.lax.map(lambda si: eval_member(si, x, y), s)
+    block_all = lambda s, x, y, i: jax.lax.map(lambda sxy: steps_member(*sxy, i), (s, x, y))
+    members = lambda f: lambda s, *a: jax.lax.map(lambda si: f(si, *a), s)
+    total_all = lambda pb, last, bs, n: jax.lax.map(lambda pl: total_member(*pl, bs, n), (pb, last))
   elif member_loop == "vmap":
     chunk_all = jax.vmap(chunk_member, in_axes=(0, None, None, 0, None))
     eval_all = jax.vmap(eval_member, in_axes=(0, None, None))
+    block_all = jax.vmap(steps_member, in_axes=(0, 0, 0, None))
+    members = lambda f: jax.vmap(f, in_axes=(0, None, None))
+    total_all = jax.vmap(total_member, in_axes=(0, 0, None, None))
   else:
     raise ValueError(f"member_loop={member_loop!r} must be 'vmap' or 'map'")
+  eval_parts = jax.jit(eval_all, compiler_options=xla_options)
+  eval_total = jax.jit(total_all, static_argnums=(2, 3), compiler_options=xla_options)
+
+  def evaluate(state, x_all, y_all):
+    n = x_all.shape[0]
+    return eval_total(*eval_parts(state, x_all, y_all), min(eval_bs, n), n)
+
   return dict(
+      train_block=jax.jit(block_all, donate_argnums=0, compiler_options=xla_options),
+      eval_batches=jax.jit(members(batches_member), compiler_options=xla_options),
+      eval_last=jax.jit(members(batch_metrics), compiler_options=xla_options),
+      eval_total=eval_total,
       init=jax.vmap(lambda seed, hp: init_member(member_key(seed), hp)),
       epoch_order=jax.jit(jax.vmap(order_member, in_axes=(0, None))),
       train_chunk=jax.jit(chunk_all, donate_argnums=0, compiler_options=xla_options),
-      evaluate=jax.jit(eval_all, compiler_options=xla_options),
+      evaluate=evaluate,
       steps_per_epoch=spe,
       chunk=chunk,
   )

@@ -265,3 +265,85 @@ def test_sae(tmp_path, mnist_test_dir):
     reported = res["frontier"][act]["settings"][0]["per_seed"]["fvu"][0]
     assert np.isclose(reported, fvu, rtol=2e-3), (act, reported, fvu)
     assert np.isclose(sae.fvu(x, x_hat), fvu)
+
+
+# ---------------------------------------------------------------------------------------------
+# Real data beyond MNIST (no MNIST needed): scikit-learn's bundled digits and breast-cancer table,
+# and the lecture notes' scalar denoising example.
+
+
+def _run_local(module, out, *extra):
+  module.main([f"--out={out}", "--smoke", *extra])
+  with open(os.path.join(out, "results.json")) as f:
+    return json.load(f)
+
+
+def test_digits_npz_and_folder_give_the_same_runs(tmp_path):
+  from sklearn.datasets import load_digits
+
+  from experiments import digits
+  res = _run_local(digits, tmp_path)
+  by = {(m["model"], m["source"]): m for m in res["models"]}
+  assert set(by) == {(m, s) for m in ("mlp", "conv") for s in ("npz", "folder")}
+  for model in ("mlp", "conv"):
+    assert by[model, "npz"]["test_mse"] == by[model, "folder"]["test_mse"]  # bit for bit (JSON floats)
+    assert len(set(by[model, "npz"]["test_mse"])) == 2  # two different seeds, not one run twice
+  # Both sources hold sklearn's pixels (17 levels scaled to uint8) in the same order.
+  sk = load_digits()
+  for split, n in (("train", res["num_train"]), ("test", res["num_test"])):
+    a = data_lib.load_source(f"npz:{tmp_path}/data/{split}.npz")
+    b = data_lib.load_source(f"folder:{tmp_path}/data/png/{split}", data_lib.Options(channels=1))
+    assert len(a) == n and np.array_equal(a.x, b.x) and np.array_equal(a.labels, b.labels)
+    rows = {tuple(np.round(img * 255 / 16).astype(np.uint8).ravel()): t for img, t in zip(sk.images, sk.target)}
+    assert all(rows[tuple(x.ravel())] == y for x, y in zip(a.x, a.labels))
+  assert res["num_train"] + res["num_test"] == 1797
+  # The program's held-out MSE equals numpy on reconstructions from the loaded parameters.
+  test = data_lib.load_source(f"npz:{tmp_path}/data/test.npz")
+  for seed, reported in zip(by["mlp", "folder"]["seeds"], by["mlp", "folder"]["test_mse"]):
+    run = jaxae.load_run(os.path.join(tmp_path, "runs", "mlp_folder"), seed=seed)
+    recon = analysis.reconstruct(run.model, run.params, test.x, run.config)
+    np.testing.assert_allclose(np.mean(np.square(recon - data_lib.to_float(test.x))), reported, rtol=1e-4)
+
+
+def test_anomaly_autoencoder_separates_malignant_from_benign(tmp_path):
+  from experiments import anomaly
+  res = _run_local(anomaly, tmp_path)
+  held = data_lib.load_source(f"csv:{tmp_path}/data/heldout.csv", data_lib.Options(label_column="malignant"))
+  positive = held.labels == 1
+  assert (positive.sum(), (~positive).sum(), res["num_train"]) == (212, 143, 214)
+
+  def mann_whitney(scores):  # P(score of a malignant > score of a benign), ties count 1/2
+    pos, neg = scores[positive][:, None], scores[~positive][None, :]
+    return float(np.mean((pos > neg) + 0.5 * (pos == neg)))
+
+  for r, program in zip(res["per_seed"], res["program_eval_recon_mse"]):
+    scores = np.asarray(r["scores"])
+    assert abs(mann_whitney(scores) - r["ae_auc"]) < 1e-12
+    np.testing.assert_allclose(r["ae_mse_heldout"], program, rtol=1e-4)  # our errors = the program's evaluation
+    assert r["ae_auc"] > 0.85 and r["ae_mse_malignant"] > 2 * r["ae_mse_benign"]
+  assert abs(mann_whitney(np.asarray(res["pca_scores"])) - res["pca_auc"]) < 1e-12
+  assert res["pca_auc"] > 0.85 and res["forest_auc_mean"] > 0.85
+  # The csv source read back what sklearn ships, exactly (float64 written with repr).
+  from sklearn.datasets import load_breast_cancer
+  train = data_lib.load_source(f"csv:{tmp_path}/data/train.csv", data_lib.Options(label_column="malignant"))
+  sk = load_breast_cancer()
+  np.testing.assert_array_equal(train.x, sk.data[anomaly.split_index((sk.target == 0).astype(np.int32))[0]].astype(train.x.dtype))
+
+
+def test_scalar_denoising_learns_the_closed_form(tmp_path):
+  from experiments import scalar_denoising as sd
+  res = _run_local(sd, tmp_path)
+  exact = res["closed_form"]
+  assert res["train_mean"] == 0.0 and abs(exact["a"] - 4 / 4.25) < 1e-12
+  for r in res["per_seed"]:
+    assert abs(r["a"] - exact["a"]) < 0.01 and abs(r["c"]) < 0.02, r
+    assert np.isclose(r["a"], r["w1"] * r["w2"])
+  assert abs(res["monte_carlo"]["a"] - exact["a"]) < 0.003 and abs(res["monte_carlo"]["c"]) < 0.003
+  assert abs(res["clean_mse_mean"] - exact["clean_mse"]) < 0.004
+  # The closed form for an unbalanced sample (m != 0) solves the normal equations of L(a, c).
+  m, s2 = 0.3, sd.SIGMA ** 2
+  a, c = np.linalg.solve([[4 + s2, m], [m, 1.0]], [4.0, m])
+  got = sd.closed_form(m)
+  assert np.isclose(got["a"], a) and np.isclose(got["c"], c)
+  loss = lambda a, c: 4 * (a - 1) ** 2 + 2 * (a - 1) * c * m + c ** 2 + a ** 2 * s2
+  assert np.isclose(got["train_loss"], loss(a, c))
