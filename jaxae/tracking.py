@@ -83,9 +83,9 @@ def trim_events(logdir: str, max_step: int) -> int:
   removed = 0
   if not os.path.isdir(logdir) or os.path.islink(logdir):
     return 0
-  for root, dirs, files in os.walk(logdir):
+  for root, dirs, names in os.walk(logdir):
     dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
-    for name in files:
+    for name in names:
       path = os.path.join(root, name)
       if "tfevents" not in name or os.path.islink(path) or name.endswith(".tmp"):
         continue
