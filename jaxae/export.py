@@ -131,10 +131,12 @@ def export_saelens(workdir: str, out: str | None = None) -> list[str]:
       run = load.load_run(workdir, group=group)
     except FileNotFoundError as e:
       raise ExportError(str(e)) from None
-    if run.config.variant != "sae":
-      raise ExportError(f"{run.workdir} trained variant {run.config.variant!r}: only 'sae' runs export to SAELens")
-    activation = run.config.sae.activation
     params = run.params["params"]
+    # Any variant whose parameters are an SAE's (the built-in 'sae', or a user's variant built on it) exports.
+    if not {"W_enc", "b_enc", "W_dec", "b_dec"} <= set(params) or "sae" not in run.config:
+      raise ExportError(f"{run.workdir} trained variant {run.config.variant!r}, whose parameters are not a sparse "
+                        f"autoencoder's (W_enc, b_enc, W_dec, b_dec): only SAE runs export to SAELens")
+    activation = run.config.sae.activation
     for i, member in enumerate(run.members):
       one = fold_normalizer({k: np.asarray(v[i]) for k, v in params.items()}, run.model.normalizer,
                             run.model.data_shape)

@@ -382,3 +382,19 @@ def test_bad_sae_settings_are_one_line_errors(tmp_path, monkeypatch, capsys):
   with pytest.raises(configs.ConfigError, match="sae.activation='gated' is not one of"):
     sae_config("gated")
   assert export.main([f"--workdir={tmp_path}/nothing"]) == 2
+
+
+def test_export_of_a_run_that_is_not_an_sae_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+  x, _ = sae.synthetic_features(256, 6, 12, 2.0, seed=1)
+  np.save(tmp_path / "acts.npy", x)
+  wd = tmp_path / "run"
+  rc, _, err = run_main(monkeypatch, capsys, "--config=configs/vanilla.py", f"--config.data.source=npy:{tmp_path}/acts.npy",
+                        f"--workdir={wd}", "--config.num_seeds=1", "--config.train.epochs=1", "--config.model.hidden=(8,)",
+                        "--config.model.latent_dim=3", "--config.model.output=identity", "--config.train.progress=False",
+                        "--config.train.figures=False")
+  assert rc == 0, err
+  capsys.readouterr()
+  assert export.main([f"--workdir={wd}", "--format=saelens"]) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "'vanilla'" in err and "W_enc" in err, err
+  assert not (wd / "export").exists()
