@@ -94,8 +94,8 @@ def table(rows: list[dict], info: dict, device: str) -> str:
     lines.append(f"| {r['impl']} | {r['saes']} | {r['steps']} | {compile_s} | {r['step_s']:.2f} | {per:,.0f} | "
                  f"{per * r['saes']:,.0f} | {ratio} |")
   if device == "cpu":
-    lines += ["", "No GPU table: no GPU was available to this benchmark's session. "
-              "`python -m benchmarks.sae_speed --device gpu` produces it where there is one."]
+    lines += ["", "No GPU available in this session; `python -m benchmarks.sae_speed --device gpu` produces the GPU "
+              "table (jax on the GPU against PyTorch on CUDA) where there is one."]
   return "\n".join(lines) + "\n"
 
 
@@ -126,6 +126,7 @@ def main(argv=None):
         rows.append(torch_row(s, x, steps, t, "cuda" if args.device == "gpu" else "cpu"))
         print(f"{rows[-1]['impl']} S={s:2d}: {rows[-1]['step_s']:.2f} s/step, steps {np.round(rows[-1]['times'], 2)}",
               flush=True)
+  info["load average (1 min) at end"] = f"{os.getloadavg()[0]:.2f}"
   text = table(rows, info, args.device)
   print(text)
   with open(args.out, "w") as f:

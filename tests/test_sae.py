@@ -272,6 +272,49 @@ def test_dead_counters_auxk_loss_and_batchtopk_threshold():
   np.testing.assert_allclose(updated["params"]["threshold"], m2["_aux"]["threshold"])
 
 
+def test_auxk_gradient_reaches_only_dead_latents_and_matches_the_hand_formula():
+  """The gradient of alpha L_aux (Gao et al. 2024, A.2; e = x - x_hat has no gradient) written out in NumPy:
+  with r = e - W_dec^T z_aux, g_v = -2 alpha / B (r . W_dec,j) on the kept positive aux entries, it is
+  dW_enc[:, j] = sum_b g_v (x_b - b_dec), db_enc[j] = sum_b g_v, dW_dec[j] = -2 alpha / B sum_b z_aux r_b,
+  db_dec = -W_enc g_v; live latents' rows get none of it (the main loss alone trains them)."""
+  rng = np.random.default_rng(3)
+  config = sae_config("topk", sae__k=2, sae__dead_window=10, sae__k_aux=3)
+  net = sae_variant.network(config, (5,))
+  params = net.init(jax.random.key(2), jnp.zeros((1, 5)))
+  p = {k: np.asarray(v, np.float64) for k, v in params["params"].items()}
+  loss_fn = sae_variant.make_loss(config, net)
+  aux = sae_variant.init_aux(config, net, (5,))
+  since = np.zeros(20, np.int32)
+  since[[1, 4, 7, 8, 12, 13, 19]] = 10  # dead
+  aux = {**aux, "since_fired": jnp.asarray(since)}
+  x = rng.standard_normal((7, 5)).astype(np.float32)
+
+  def grads(alpha):
+    hp = {"l1_coefficient": 0.0, "l0_coefficient": 0.0, "auxk_coefficient": jnp.float32(alpha), "jumprelu_bandwidth": 0.05}
+    f = lambda prm: loss_fn(prm, hp, {"x": jnp.asarray(x), "aux": aux}, None, True)[0]
+    return jax.tree.map(lambda a: np.asarray(a, np.float64), jax.grad(f)(params)["params"])
+
+  alpha = 0.5
+  with_aux, without = grads(alpha), grads(0.0)
+  g = {k: with_aux[k] - without[k] for k in with_aux}
+  z = np_code(p, x, "topk", 2)
+  e = x - (z @ p["W_dec"] + p["b_dec"])
+  pi = (x - p["b_dec"]) @ p["W_enc"] + p["b_enc"]
+  dead = since >= 10
+  z_aux = np.zeros_like(pi)
+  for r in range(len(x)):
+    top = np.argsort(-np.where(dead, pi[r], -np.inf))[:3]
+    z_aux[r, top] = np.maximum(pi[r, top], 0)
+  assert (z_aux > 0).sum() >= 5  # enough positive aux entries for the test to mean something
+  res = e - z_aux @ p["W_dec"]
+  g_v = -2 * alpha / len(x) * (res @ p["W_dec"].T) * (z_aux > 0)
+  np.testing.assert_allclose(g["W_enc"], (x - p["b_dec"]).T @ g_v, atol=1e-5)
+  np.testing.assert_allclose(g["b_enc"], g_v.sum(0), atol=1e-5)
+  np.testing.assert_allclose(g["b_dec"], -p["W_enc"] @ g_v.sum(0), atol=1e-5)
+  np.testing.assert_allclose(g["W_dec"], -2 * alpha / len(x) * z_aux.T @ res, atol=1e-5)
+  assert np.all(g["W_enc"][:, ~dead] == 0) and np.all(g["W_dec"][~dead] == 0) and np.all(g["b_enc"][~dead] == 0)
+
+
 def test_recovers_known_features_far_better_than_a_random_dictionary():
   """Sharkey et al. 2022's check on a small instance: 32 features in 16 dimensions, 2 per example."""
   x, directions = sae.synthetic_features(8192, 16, 32, 2.0, seed=0)
