@@ -3,6 +3,7 @@
     python -m benchmarks.end_to_end                     # 5 variants, 2 rounds -> benchmarks/END_TO_END.md
     python -m benchmarks.end_to_end --variants vanilla --rounds 1 --out ''
     python -m benchmarks.end_to_end --epochs 10         # fewer epochs for every row, both sides
+    python -m benchmarks.end_to_end --device gpu --out benchmarks/END_TO_END_GPU.md   # jax and torch on the GPU
 
 What a new user feels: wall seconds from launching the process to its exit, one seed. jaxae runs
 `python -m jaxae.main --config=configs/<variant>.py --config.num_seeds=1` with its defaults (held-out
@@ -52,9 +53,9 @@ def jaxae_cmd(variant: str, epochs: int, workdir: str, extra: list[str]) -> list
           f"--config.train.epochs={epochs}", *overrides, *extra]
 
 
-def torch_cmd(variant: str, epochs: int, threads: int) -> list[str]:
+def torch_cmd(variant: str, epochs: int, threads: int, device: str = "cpu") -> list[str]:
   return [sys.executable, "-m", "benchmarks.torch_e2e", f"--variant={variant}", f"--epochs={epochs}",
-          f"--threads={threads}"]
+          f"--threads={threads}", f"--device={'cuda' if device == 'gpu' else 'cpu'}"]
 
 
 def main(argv=None) -> int:
@@ -63,27 +64,29 @@ def main(argv=None) -> int:
   parser.add_argument("--rounds", type=int, default=2)
   parser.add_argument("--epochs", type=int, default=0, help="epochs for every row (0 = each row's protocol)")
   parser.add_argument("--out", default=os.path.join(HERE, "END_TO_END.md"), help="'' = print only")
+  parser.add_argument("--device", default="cpu", choices=("cpu", "gpu"),
+                      help="gpu: jaxae with JAX_PLATFORMS=cuda (pip install -e .[cuda]), torch on CUDA")
   parser.add_argument("--jaxae-args", default="", help="extra jaxae.main arguments for every row (space separated)")
   args = parser.parse_args(argv)
   sys.path.insert(0, ROOT)
   from benchmarks import common
 
-  info = common.machine()
+  info = {"device": args.device, **common.machine()}
   cores = os.cpu_count() or 1
   variants = args.variants.split(",")
   extra = args.jaxae_args.split()
   times = {v: {"jaxae": [], "torch 1 thread": [], f"torch {cores} threads": []} for v in variants}
   t_all = time.perf_counter()
   with tempfile.TemporaryDirectory() as cache:
-    env = dict(os.environ, JAXAE_COMPILATION_CACHE=cache)
+    env = dict(os.environ, JAXAE_COMPILATION_CACHE=cache, JAX_PLATFORMS="cuda" if args.device == "gpu" else "cpu")
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
     for r in range(args.rounds):
       for v in variants:
         epochs = args.epochs or ROWS[v][2]
         with tempfile.TemporaryDirectory() as workdir:
           times[v]["jaxae"].append(timed(jaxae_cmd(v, epochs, workdir, extra), env))
-        times[v]["torch 1 thread"].append(timed(torch_cmd(v, epochs, 1), env))
-        times[v][f"torch {cores} threads"].append(timed(torch_cmd(v, epochs, cores), env))
+        times[v]["torch 1 thread"].append(timed(torch_cmd(v, epochs, 1, args.device), env))
+        times[v][f"torch {cores} threads"].append(timed(torch_cmd(v, epochs, cores, args.device), env))
         print(f"round {r + 1} {v}: " + ", ".join(f"{k} {s[-1]:.1f} s" for k, s in times[v].items()), flush=True)
   info["load average (1 min) at end"] = f"{os.getloadavg()[0]:.2f}"
   lines = ["# End to end: `python -m jaxae.main` vs a PyTorch eager script of the same protocol", "",

@@ -59,11 +59,20 @@ def timed_epoch(program, state, *a, **k):
     print("STARTUP " + json.dumps(marks), file=sys.stderr, flush=True)
   return out
 T.run_epoch = timed_epoch
+import jaxae.run as R
+figures = R._figures
+def timed_figures(*a, **k):
+  marks["figures started"] = time.time() - t0
+  figures(*a, **k)
+  marks["figures done"] = time.time() - t0
+  print("FIGURES " + json.dumps(marks), file=sys.stderr, flush=True)
+R._figures = timed_figures
 sys.argv = ["jaxae.main"] + sys.argv[1:]
 runpy.run_module("jaxae.main", run_name="__main__")
 """
 
-MILESTONES = ("python started", "imports done", "data loaded", "first step called", "first step done", "exit")
+MILESTONES = ("python started", "imports done", "data loaded", "first step called", "first step done",
+              "figures started", "figures done", "exit")
 
 
 def launch(cache_dir: str, extra: list[str]) -> dict[str, float]:
@@ -78,9 +87,12 @@ def launch(cache_dir: str, extra: list[str]) -> dict[str, float]:
     end = time.time() - t0
   if proc.returncode != 0:
     raise RuntimeError(f"jaxae.main exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+  marks = {}
   for line in proc.stderr.splitlines():
-    if line.startswith("STARTUP "):
-      return {**json.loads(line[8:]), "exit": end}
+    if line.startswith(("STARTUP ", "FIGURES ")):
+      marks.update(json.loads(line.split(" ", 1)[1]))
+  if "first step done" in marks:
+    return {**marks, "exit": end}
   raise RuntimeError(f"no STARTUP line:\n{proc.stderr[-3000:]}")
 
 
@@ -116,8 +128,9 @@ def main(argv=None) -> int:
         print(f"round {r + 1} {kind}: " + ", ".join(f"{k} {v:.2f}" for k, v in runs[kind][-1].items()), flush=True)
   imports = import_seconds()
   info["load average (1 min) at end"] = f"{os.getloadavg()[0]:.2f}"
-  med = {kind: {m: float(np.median([r[m] for r in rs])) for m in MILESTONES} for kind, rs in runs.items()}
+  med = {kind: {m: float(np.median([r.get(m, np.nan) for r in rs])) for m in MILESTONES} for kind, rs in runs.items()}
   command = "python -m jaxae.main --config=configs/vanilla.py --config.train.epochs=1 " + " ".join(args.extra)
+  # later --config.KEY=VALUE arguments override earlier ones: `-- --config.train.epochs=30` times a whole run
   lines = ["# Start-up", "", "`python -m benchmarks.startup` — " + ", ".join(f"{k}: {v}" for k, v in info.items()), "",
            f"`{command.strip()}`, seconds since launch, median of {args.rounds} alternating cold/warm rounds "
            "(cold: empty compilation cache; warm: the cache the cold run filled). \"first step done\" is the end of "

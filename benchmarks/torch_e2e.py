@@ -58,6 +58,7 @@ def main(argv=None) -> int:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads; 0 = torch's default")
   parser.add_argument("--out", default="", help="folder for metrics.json ('' = none)")
+  parser.add_argument("--device", default="cpu", help="torch device: cpu | cuda")
   args = parser.parse_args(argv)
   if args.threads:
     torch.set_num_threads(args.threads)
@@ -65,8 +66,10 @@ def main(argv=None) -> int:
   images, labels = load_mnist_5k()
   tr, ho = stratified_holdout(labels, 0.1, args.seed)
   to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))  # NCHW uint8
-  x_tr, y_tr, x_ho, y_ho = to_t(images[tr]), torch.from_numpy(labels[tr]), to_t(images[ho]), torch.from_numpy(labels[ho])
-  model = torch_ref._Model(args.variant)  # 'conv': the conv backbone with the plain MSE objective
+  dev = torch.device(args.device)
+  x_tr, y_tr = to_t(images[tr]).to(dev), torch.from_numpy(labels[tr]).to(dev)
+  x_ho, y_ho = to_t(images[ho]).to(dev), torch.from_numpy(labels[ho]).to(dev)
+  model = torch_ref._Model(args.variant).to(dev)  # 'conv': the conv backbone with the plain MSE objective
   opt = torch.optim.Adam(model.parameters(), lr=1e-3)
   spe = len(tr) // args.batch
   first_step = None
@@ -74,7 +77,7 @@ def main(argv=None) -> int:
   for epoch in range(1, args.epochs + 1):
     t = time.perf_counter()
     model.train()
-    perm = torch.randperm(len(tr))
+    perm = torch.randperm(len(tr), device=dev)
     total = 0.0
     for i in range(spe):
       idx = perm[i * args.batch:(i + 1) * args.batch]
