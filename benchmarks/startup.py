@@ -134,8 +134,8 @@ def main(argv=None) -> int:
   lines = ["# Start-up", "", "`python -m benchmarks.startup` — " + ", ".join(f"{k}: {v}" for k, v in info.items()), "",
            f"`{command.strip()}`, seconds since launch, median of {args.rounds} alternating cold/warm rounds "
            "(cold: empty compilation cache; warm: the cache the cold run filled). \"first step done\" is the end of "
-           "the first train chunk (one epoch, 35 steps, 4 seeds); \"exit\" includes evaluation, checkpoint, "
-           "tensorboard and figures of that epoch.", "",
+           "the first train chunk (one epoch: 35 steps of every seed); \"exit\" includes the held-out evaluation, "
+           "checkpoints, tensorboard and figures.", "",
            "| milestone | cold cache | warm cache |", "|---|---|---|"]
   lines += [f"| {m} | {med['cold'][m]:.2f} | {med['warm'][m]:.2f} |" for m in MILESTONES]
   lines += ["", "Imports of a training run (`python -X importtime -c 'import jaxae.main, jaxae.run'`, cumulative "
