@@ -5,6 +5,7 @@ The public names are imported on first use (PEP 562): `import jaxae.errors` or t
 """
 
 import importlib
+import importlib.util
 
 _PUBLIC = {"base_config": "jaxae.configs", "Run": "jaxae.load", "load_run": "jaxae.load",
            "train_and_evaluate": "jaxae.run"}
@@ -18,6 +19,8 @@ def __getattr__(name):
     value = getattr(importlib.import_module(_PUBLIC[name]), name)
     globals()[name] = value
     return value
+  if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+    return importlib.import_module(f"{__name__}.{name}")  # `import jaxae; jaxae.analysis.encode(...)` still works
   raise AttributeError(f"module 'jaxae' has no attribute {name!r}")
 
 
