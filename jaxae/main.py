@@ -34,8 +34,9 @@ _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 def _enable_compilation_cache() -> None:
   """jax's persistent compilation cache in ~/.cache/jaxae/xla unless the user configured one (or set
-  JAXAE_COMPILATION_CACHE=''): a repeated or resumed run skips its compiles (startup 8.9 s -> 4.9 s,
-  benchmarks/RESULTS.md).
+  JAXAE_COMPILATION_CACHE=''): a repeated or resumed run skips its compiles. Every program is cached, also
+  the small ones (evaluation, images, figures) that compile in well under a second: together they cost a
+  one-epoch run ~0.9 s (benchmarks/STARTUP.md).
 
   The cache holds executables that jax loads and runs, so it must be a directory only this user can
   write: created with mode 0700; one owned by another user, or writable by group or others, is not
@@ -53,7 +54,7 @@ def _enable_compilation_cache() -> None:
     print(f"warning: not using the compilation cache {path}: {problem}", file=sys.stderr)
     return
   jax.config.update("jax_compilation_cache_dir", path)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def private_directory(path: str) -> str | None:

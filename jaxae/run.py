@@ -20,7 +20,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxae import analysis, checkpoints, configs, files, models, plots, report, sharding, sweep, tracking, train
+from jaxae import analysis, checkpoints, configs, files, models, report, sharding, sweep, tracking, train
 from jaxae import workdir as workdir_lib
 from jaxae import data as data_lib
 from jaxae import stream as stream_lib
@@ -215,6 +215,8 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
 
 
 def _figures(workdir, records, members, program, params, data) -> None:
+  from jaxae import plots  # matplotlib (~0.4 s of imports) only when figures are drawn
+
   config, variant = program.config, program.variant
   figdir = os.path.join(workdir, "figures")
   plots.loss_curves(records, members, os.path.join(figdir, "loss_curves.png"), metric="loss",
@@ -241,6 +243,8 @@ VECTOR_FIGURE_EXAMPLES = 10000  # the held-out examples (the first ones) that th
 
 def _vector_figures(figdir, members, program, params, data) -> None:
   """Vectors: held-out squared error per feature (feature_errors.png) and per example (example_errors.png)."""
+  from jaxae import plots
+
   x = data.eval.x[:VECTOR_FIGURE_EXAMPLES]
   errors = {}
   for g in sorted({m["setting_index"] for m in members}):
@@ -303,6 +307,12 @@ def _runs(config, groups, workdir) -> list:
   return [(workdir, config, None)] + [(os.path.join(workdir, "groups", g.name), g.config, _members(g)) for g in groups]
 
 
+def _sweep_figures(pairs, swept, workdir) -> None:
+  from jaxae import plots
+
+  plots.sweep_figures(sweep.points(pairs), swept, os.path.join(workdir, "figures"))
+
+
 def _train_all(config, groups, data, normalizers, workdir, fresh, on_corrupt) -> dict:
   if fresh and sharding.is_primary():
     workdir_lib.clear(workdir)
@@ -311,7 +321,7 @@ def _train_all(config, groups, data, normalizers, workdir, fresh, on_corrupt) ->
   if len(groups) == 1:
     summary = train_group(groups[0], data, workdir, on_corrupt, normalizers[groups[0].config.data.normalize])
     if swept and "interrupted" not in summary and config.train.figures and sharding.is_primary():
-      plots.sweep_figures(sweep.points([(groups[0], summary)]), swept, os.path.join(workdir, "figures"))
+      _sweep_figures([(groups[0], summary)], swept, workdir)
     return summary
   static = [k for k in swept if k not in sweep.dynamic_keys(config, configs.parse_sweep(config))]
   if sharding.is_primary():
@@ -329,5 +339,5 @@ def _train_all(config, groups, data, normalizers, workdir, fresh, on_corrupt) ->
     return {"groups": out}
   files.write_json(os.path.join(workdir, workdir_lib.SWEEP_SUMMARY), {"groups": out}, indent=1)
   if config.train.figures:
-    plots.sweep_figures(sweep.points([(g, out[g.name]) for g in groups]), swept, os.path.join(workdir, "figures"))
+    _sweep_figures([(g, out[g.name]) for g in groups], swept, workdir)
   return {"groups": out}

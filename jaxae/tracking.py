@@ -145,6 +145,27 @@ def variant_dim(net, params) -> int:
   return shape[0].shape[-1]
 
 
+def summary_writer_class():
+  """tensorboardX.SummaryWriter, imported without PyTorch when PyTorch is not already loaded.
+
+  tensorboardX imports torch whenever it is installed (~1 s, benchmarks/STARTUP.md), only to accept torch
+  tensors, and its import is optional (`try: import torch except ImportError`): jaxae passes NumPy arrays
+  and floats, so it hides torch for that one import (`sys.modules['torch'] = None` makes `import torch`
+  raise ImportError) and restores it at once.
+  """
+  import sys
+
+  if "torch" in sys.modules or "tensorboardX" in sys.modules:
+    from tensorboardX import SummaryWriter
+    return SummaryWriter
+  sys.modules["torch"] = None
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    del sys.modules["torch"]
+  return SummaryWriter
+
+
 # --- the tracker --------------------------------------------------------------------------------------------
 
 
@@ -178,7 +199,7 @@ class Tracker:
 
   def _writer(self, name: str):
     if name not in self._writers:
-      from tensorboardX import SummaryWriter
+      SummaryWriter = summary_writer_class()
       self._writers[name] = SummaryWriter(os.path.join(self.workdir, TENSORBOARD_DIR, name), flush_secs=30,
                                           filename_suffix=f".{uuid.uuid4().hex[:8]}")
     return self._writers[name]

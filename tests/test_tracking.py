@@ -132,3 +132,26 @@ def test_wandb_gets_every_step_once_and_resumes_its_run(tmp_path, monkeypatch):
     assert data["seed_1/train/loss"] == pytest.approx(r["train"]["loss"][1])
     assert data["mean/eval/recon_mse"] == pytest.approx(np.mean(r["eval"]["recon_mse"]))
   assert json.load(open(os.path.join(workdir, "wandb.json")))["last_step"] == 24
+
+
+def test_a_run_imports_neither_torch_nor_matplotlib_before_it_draws(tmp_path):
+  """Start-up (benchmarks/startup.py): tensorboardX's writer without PyTorch, matplotlib only for figures.
+
+  In a fresh interpreter: importing jaxae.main and jaxae.run loads no matplotlib, and opening a
+  tensorboard writer loads no torch (a real check where torch is installed, as in the dev environment).
+  The writer still writes a readable event file.
+  """
+  import subprocess
+
+  probe = ("import sys, jaxae.main, jaxae.run\n"
+           "assert 'matplotlib' not in sys.modules, 'matplotlib imported at start-up'\n"
+           "from jaxae import tracking\n"
+           "w = tracking.summary_writer_class()(sys.argv[1]); w.add_scalar('a', 1.0, 3); w.close()\n"
+           "print('torch' in sys.modules)\n")
+  out = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip() == "False"
+  steps = [step for path in os.listdir(tmp_path) for _, step, first in tracking._records(os.path.join(tmp_path, path))
+           if not first]
+  assert steps == [3]
