@@ -231,7 +231,9 @@ def test_scanning_a_large_npy_does_not_grow_resident_memory(tmp_path):
   """
   grown = int(subprocess.run([sys.executable, "-c", _peak_rss_script(body)], check=True, capture_output=True,
                              text=True).stdout)
-  assert grown < 40 << 20, f"resident memory grew by {grown / 2**20:.0f} MiB reading a 96 MiB file"
+  # Bounded by the reads in flight: two 16 MiB chunks (the next is sliced while the last is alive), a batch,
+  # allocator slack; measured 40-41 MiB. Through the mapping it is the whole file (checked below).
+  assert grown < 3 * data_lib.CHUNK_BYTES, f"resident memory grew by {grown / 2**20:.0f} MiB reading a 96 MiB file"
   # The same reads through the mapping grow it by the whole file: the measurement can tell.
   through_mapping = body.replace('x = data.load_source("npy:', 'x = np.load("').replace('").x', '", mmap_mode="r")')
   grown = int(subprocess.run([sys.executable, "-c", _peak_rss_script(through_mapping)], check=True,
