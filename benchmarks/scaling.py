@@ -88,7 +88,8 @@ def seeds_sweep(seeds, x, y, repeats: int, window: int) -> list[dict]:
   rows = []
   for s in seeds:
     r = measure(common.load_config("vanilla", num_seeds=s), x, y, repeats, window)
-    r["rss_growth"] = peak_rss() - base
+    r["rss_peak"] = peak_rss()
+    r["rss_growth"] = r["rss_peak"] - base
     rows.append(r)
     print(f"  S={s:3d}: compile {r['compile_s']:.2f} s, {r['epoch_s']:.3f} s/epoch ({r['epoch_s'] / s:.3f} per seed), "
           f"{r['ex_s']:,.0f} ex/s, XLA {r['xla_bytes'] / 2**20:.1f} MiB, peak RSS +{r['rss_growth'] / 2**20:.0f} MiB",
@@ -166,8 +167,9 @@ def write_markdown(path, info, peak, seed_rows, batch_rows, size_rows, loads, ar
   if seed_rows:
     fit_xla = largest_fit(seed_rows, "xla_bytes")
     fit_need = largest_fit(seed_rows, "need_bytes")
+    fit_rss = largest_fit(seed_rows, "rss_peak")
     s1 = seed_rows[0]["epoch_s"] / seed_rows[0]["seeds"]
-    lines += [f"## Seeds in one program (batch 128, 5,000 embedded images; load average (1 min) {loads['seeds']:.2f})", "",
+    lines += [f"## Seeds in one program (batch 128, 5,000 embedded images; load average (1 min) {loads['seeds'][0]:.2f} -> {loads['seeds'][1]:.2f})", "",
               "Memory: *XLA* = `compiled.memory_analysis()` of the train chunk (arguments + outputs - donated + "
               "temporaries; includes the 3.9 MB uint8 data); *check_fits* = `jaxae.memory.requirement` (state + one "
               "gradient + data, from shapes); *peak RSS growth* = this process's ru_maxrss since the sweep began "
@@ -183,13 +185,14 @@ def write_markdown(path, info, peak, seed_rows, batch_rows, size_rows, loads, ar
     last = seed_rows[-1]
     lines += ["", f"**Largest S in 24 GiB (an estimate, extrapolated by a straight line through the two largest S "
               f"above):** {fit_xla[0]:,} seeds by XLA's memory analysis ({mib(fit_xla[1])} MiB per seed), "
-              f"{fit_need[0]:,} by jaxae.memory's requirement ({mib(fit_need[1])} MiB per seed). Neither counts the "
-              "evaluation program, checkpoints' host copies or the Python process itself (this one's peak RSS grew by "
-              f"{mib(last['rss_growth'])} MiB over the sweep); time grows linearly with S on this CPU (members run one "
+              f"{fit_need[0]:,} by jaxae.memory's requirement ({mib(fit_need[1])} MiB per seed), {fit_rss[0]:,} by this "
+              f"process's whole peak RSS ({mib(fit_rss[1])} MiB per seed; {mib(last['rss_peak'])} MiB at S = "
+              f"{last['seeds']}, Python, jax and the compiler included). The first two leave out the evaluation "
+              "program, checkpoints' host copies and the process itself; none includes a real run's figures; time grows linearly with S on this CPU (members run one "
               f"after another, `train.member_loop='map'`), so {fit_xla[0]:,} seeds would take "
               f"~{fit_xla[0] * last['epoch_s'] / last['seeds'] / 60:.0f} min per epoch here.", ""]
   if batch_rows:
-    lines += [f"## Batch size (S = 1, 5,000 embedded images; load average (1 min) {loads['batch']:.2f})", "",
+    lines += [f"## Batch size (S = 1, 5,000 embedded images; load average (1 min) {loads['batch'][0]:.2f} -> {loads['batch'][1]:.2f})", "",
               "An epoch is floor(5000 / B) steps, so examples per epoch shrink for large B: compare examples/s.", "",
               "| batch | steps/epoch | compile s | s/epoch | examples/s | vs batch 128 | GFLOP/s | % peak | XLA MiB |",
               "|---|---|---|---|---|---|---|---|---|"]
@@ -200,7 +203,7 @@ def write_markdown(path, info, peak, seed_rows, batch_rows, size_rows, loads, ar
     lines.append("")
   if size_rows:
     lines += [f"## Training-set size (S = 1, batch 128, embedded images tiled to N rows; load average (1 min) "
-              f"{loads['size']:.2f})", "",
+              f"{loads['size'][0]:.2f} -> {loads['size'][1]:.2f})", "",
               "| N | dtype | data MiB | steps/epoch | compile s | s/epoch | examples/s | vs smallest N (same dtype) | GFLOP/s | % peak |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for r in size_rows:
@@ -210,7 +213,8 @@ def write_markdown(path, info, peak, seed_rows, batch_rows, size_rows, loads, ar
                    f"{r['ex_s']:,.0f} | {r['ex_s'] / base['ex_s']:.2f} | {r['flops_s'] / 1e9:.1f} | "
                    f"{100 * r['flops_s'] / peak:.0f}% |")
     lines.append("")
-  lines.append(f"Load average (1 min) at the end: {load1():.2f}. Figure: `benchmarks/scaling.png`.")
+  lines.append("The load average counts this benchmark's own 2 threads (~2 when it runs alone on 2 cores). "
+               "Figure: `benchmarks/scaling.png`.")
   text = "\n".join(lines) + "\n"
   if path:
     with open(path, "w") as f:
@@ -262,7 +266,7 @@ def plot(path, seed_rows, batch_rows, size_rows, peak) -> None:
         ax.axvline(l3 / (784 * np.dtype(dtype).itemsize), color=f"C{i}", ls=":", lw=1)
     ax.set(xlabel="training images N", ylabel="examples / s", title="Training-set size (S = 1, batch 128)")
     ax.set_ylim(bottom=0)
-    ax.legend(title="stored as" + (" (dotted: fills L3)" if l3 else ""), fontsize=8)
+    ax.legend(title="stored as" + (" (dotted: fills L3)" if l3 else ""), fontsize=8, loc="lower right")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -299,14 +303,15 @@ def main(argv=None) -> int:
   x, y = common.protocol_data()
   loads = {}
   print("seeds:", flush=True)
-  loads["seeds"] = load1()
+  start = load1()
   seed_rows = seeds_sweep(seeds, x, y, args.repeats, args.window)
+  loads["seeds"] = (start, load1())
   print("batch size:", flush=True)
-  loads["batch"] = load1()
   batch_rows = batch_sweep(batches, x, y, args.repeats)
+  loads["batch"] = (loads["seeds"][1], load1())
   print("training-set size:", flush=True)
-  loads["size"] = load1()
   size_rows = size_sweep(sizes, x, y, args.repeats, (np.uint8, np.float32))
+  loads["size"] = (loads["batch"][1], load1())
   text = write_markdown(out, info, peak, seed_rows, batch_rows, size_rows, loads, args)
   print(text)
   if figure:
