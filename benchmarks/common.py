@@ -135,3 +135,13 @@ def time_window(c: Compiled, x, y, steps: int, repeats: int) -> float:
     times.append(time.perf_counter() - t)
   c.state = state
   return float(np.median(times))
+
+
+def emit(lines: list[str], out: str) -> str:
+  """Prints a harness's markdown and writes it to `out` ('' = print only); returns the text."""
+  text = "\n".join(lines) + "\n"
+  print(text)
+  if out:
+    with open(out, "w") as f:
+      f.write(text)
+  return text

@@ -107,11 +107,7 @@ def main(argv=None) -> int:
     lines.append(f"| {v} | {args.epochs or ROWS[v][2]} | {cell('jaxae')} | {cell('torch 1 thread')} | "
                  f"{cell(f'torch {cores} threads')} | {ratio:.2f} | <= {target} | {'yes' if ratio <= target else 'no'} |")
   lines += ["", f"Harness wall time {time.perf_counter() - t_all:.0f} s."]
-  text = "\n".join(lines) + "\n"
-  print(text)
-  if args.out:
-    with open(args.out, "w") as f:
-      f.write(text)
+  common.emit(lines, args.out)
   return 0
 
 

@@ -141,11 +141,7 @@ def main(argv=None) -> int:
   lines += ["", "Imports of a training run (`python -X importtime -c 'import jaxae.main, jaxae.run'`, cumulative "
             "seconds, one process; absent = not imported):", "", "| module | s |", "|---|---|"]
   lines += [f"| {k} | {v:.3f} |" for k, v in imports.items()]
-  text = "\n".join(lines) + "\n"
-  print(text)
-  if args.out:
-    with open(args.out, "w") as f:
-      f.write(text)
+  common.emit(lines, args.out)
   return 0
 
 
