@@ -134,6 +134,21 @@ def member_values(pairs, split: str, metric: str, setting: int = 0) -> np.ndarra
   return np.asarray(out, np.float64)
 
 
+def code_scores(workdir: str, seed: int, train, test, held_out: dict[str, str]) -> tuple[dict, np.ndarray]:
+  """One member's codes scored as the studies report them: ({seed, probe, knn, <name>: held-out metric for
+  name, metric in held_out}, the (N, d) codes of `test`). Probe and 5-NN: jaxae.evaluate (fit on `train`)."""
+  from jaxae import analysis
+  from jaxae.evaluate import knn_accuracy, probe_accuracy
+
+  run = jaxae.load_run(workdir, seed=seed)
+  z_tr = analysis.encode(run.model, run.params, train.x, run.config)
+  z_te = analysis.encode(run.model, run.params, test.x, run.config)
+  row = {"seed": seed, "probe": probe_accuracy(z_tr, train.labels, z_te, test.labels),
+         "knn": knn_accuracy(z_tr, train.labels, z_te, test.labels)}
+  row.update({name: float(member_values([(workdir, seed)], "eval", metric)[0]) for name, metric in held_out.items()})
+  return row, z_te
+
+
 def merged_records(pairs) -> tuple[list[dict], list[dict]]:
   """(records, members) of the run that `pairs` (from train_seeds) come from."""
   workdir = pairs[0][0]

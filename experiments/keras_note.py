@@ -13,7 +13,7 @@ code, its test codes embedded by t-SNE), and the note's convolutional autoencode
   python -m experiments.keras_note --out=out/keras_note [--smoke] [--seeds=5] [--conv_seeds=2]
       [--conv_epochs=10] [--denoising_epochs=10] [--tsne_points=10000]
 
-Probe and t-SNE are one function each (`linear_probe`, `tsne_map`).
+Probes come from `jaxae.evaluate` (through `experiments.common.code_scores`); t-SNE is `tsne_map`.
 """
 
 from __future__ import annotations
@@ -27,18 +27,13 @@ from sklearn.manifold import TSNE
 
 import jaxae
 from experiments import common
-from experiments.latent import knn_accuracy, probe_accuracy
+from experiments.latent import probe_accuracy
 from jaxae import analysis, losses, plots
 from jaxae import data as data_lib
 
 NOTE_CLAIMS = {"dense_d2": "55-70%", "dense_d2_supervised": "> 90%"}
 NOISE_FACTOR = 0.4  # the note's denoising setting (configs/keras_*.py:denoising)
 NOISE_SEED = 0
-
-
-def linear_probe(z_train, y_train, z_test, y_test) -> float:
-  """Test accuracy of a linear probe on the codes (multinomial logistic regression, standardized inputs)."""
-  return probe_accuracy(z_train, y_train, z_test, y_test)
 
 
 def tsne_map(codes, seed: int = 0) -> np.ndarray:
@@ -80,14 +75,9 @@ def dense_codes(args, root: str, test, train) -> tuple[dict, list]:
     pairs = common.train_seeds(config, os.path.join(root, name))
     per_seed = []
     for i, (workdir, seed) in enumerate(pairs):
-      run = jaxae.load_run(workdir, seed=seed)
-      z_tr = analysis.encode(run.model, run.params, train.x, run.config)
-      z_te = analysis.encode(run.model, run.params, test.x, run.config)
-      r = {"seed": seed, "probe": linear_probe(z_tr, train.labels, z_te, test.labels),
-           "knn": knn_accuracy(z_tr, train.labels, z_te, test.labels),
-           "test_bce": _held_out(workdir, seed, "recon_bce"), "test_mse": _held_out(workdir, seed, "recon_mse")}
-      if name.endswith("supervised"):
-        r["head_accuracy"] = _held_out(workdir, seed, "accuracy")
+      held_out = {"test_bce": "recon_bce", "test_mse": "recon_mse",
+                  **({"head_accuracy": "accuracy"} if name.endswith("supervised") else {})}
+      r, z_te = common.code_scores(workdir, seed, train, test, held_out)
       per_seed.append(r)
       if i == 0:
         plots.latent_scatter(z_te, test.labels, os.path.join(args.out, f"latent_{name}.png"),
@@ -119,7 +109,7 @@ def ae20_tsne(args, root: str, test, train) -> dict:
   np.savez_compressed(os.path.join(args.out, "tsne_d20.npz"), embedding=emb, labels=test.labels[:n])
   common.loss_curves(pairs, os.path.join(args.out, "loss_curves", "dense_d20.png"), "dense d=20: train and held-out loss")
   return {"seed": seed, "epochs": config.train.epochs, "tsne_points": n, "tsne_seconds": tsne_seconds,
-          "probe": linear_probe(z_tr, train.labels, z_te, test.labels),
+          "probe": probe_accuracy(z_tr, train.labels, z_te, test.labels),
           "test_bce": _held_out(workdir, seed, "recon_bce"), "test_mse": _held_out(workdir, seed, "recon_mse")}
 
 

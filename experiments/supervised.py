@@ -18,7 +18,6 @@ import numpy as np
 import jaxae
 from experiments import bottleneck, common
 from jaxae import analysis, evaluate, plots
-from jaxae.evaluate import knn_accuracy, probe_accuracy
 
 
 def main(argv=None):
@@ -41,14 +40,8 @@ def main(argv=None):
   for name, pairs in models.items():
     per_seed = []
     for i, (workdir, seed) in enumerate(pairs):
-      run = jaxae.load_run(workdir, seed=seed)
-      z_tr = analysis.encode(run.model, run.params, train.x, run.config)
-      z_te = analysis.encode(run.model, run.params, test.x, run.config)
-      r = {"seed": seed, "probe": probe_accuracy(z_tr, train.labels, z_te, test.labels),
-           "knn": knn_accuracy(z_tr, train.labels, z_te, test.labels),
-           "test_mse": common.member_values([(workdir, seed)], "eval", "recon_mse")[0]}
-      if name.startswith("supervised"):
-        r["head_accuracy"] = common.member_values([(workdir, seed)], "eval", "accuracy")[0]
+      held_out = {"test_mse": "recon_mse", **({"head_accuracy": "accuracy"} if name.startswith("supervised") else {})}
+      r, z_te = common.code_scores(workdir, seed, train, test, held_out)
       per_seed.append(r)
       if i == 0:
         plots.latent_scatter(z_te, test.labels, os.path.join(args.out, f"latent_scatter_{name}.png"),
