@@ -32,6 +32,8 @@ import sys
 
 import numpy as np
 
+from jaxae import errors, files
+
 SAELENS_FORMAT_VERSION = "6.18.0"  # the SAELens release whose save/load code this format follows
 ARCHITECTURES = {"relu": "standard", "topk": "topk", "batchtopk": "jumprelu", "jumprelu": "jumprelu"}
 FORMATS = ("saelens",)
@@ -102,14 +104,23 @@ def _safe_dir(root: str, *parts: str) -> str:
 
 
 def _write(path: str, write) -> None:
-  if os.path.islink(path):
-    raise ExportError(f"{path} is a symbolic link: jaxae does not write through links")
-  tmp = path + ".tmp"
-  write(tmp)
-  umask = os.umask(0)
-  os.umask(umask)
-  os.chmod(tmp, 0o666 & ~umask)  # as open() would create it (safetensors writes 0600)
-  os.replace(tmp, path)
+  """files.replace_with (atomic; neither `path` nor its temporary file written through a link), with the
+  permissions open() would give (safetensors writes 0600)."""
+  def write_readable(tmp):
+    write(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+
+  try:
+    files.replace_with(path, write_readable)
+  except errors.WorkdirError as e:
+    raise ExportError(str(e)) from None
+
+
+def _write_text(path: str, text: str) -> None:
+  with open(path, "w") as f:
+    f.write(text)
 
 
 def export_saelens(workdir: str, out: str | None = None) -> list[str]:
@@ -148,7 +159,7 @@ def export_saelens(workdir: str, out: str | None = None) -> list[str]:
       cfg = saelens_cfg(run.config, int(d_in), int(d_sae), metadata)
       folder = _safe_dir(out, group or "", _member_folder(member))
       _write(os.path.join(folder, "sae_weights.safetensors"), lambda p: save_file(state, p))
-      _write(os.path.join(folder, "cfg.json"), lambda p: open(p, "w").write(json.dumps(cfg, indent=1)))
+      _write(os.path.join(folder, "cfg.json"), lambda p: _write_text(p, json.dumps(cfg, indent=1)))
       written.append(folder)
   return written
 
