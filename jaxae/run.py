@@ -158,37 +158,60 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
   bar = tqdm(total=epochs, initial=min(epoch, epochs), desc=os.path.basename(os.path.normpath(workdir)) or "train",
              unit="epoch", disable=not (config.train.progress and primary and sys.stderr.isatty()), file=sys.stderr,
              leave=False)
+  # The loop is pipelined: epoch N + 1 is dispatched before epoch N's metrics, evaluation and images are
+  # brought to the host, logged and printed, so that host work runs while the device computes (the metric
+  # sums, evaluation and images of epoch N are separate buffers that the next, donating, train chunk
+  # leaves alone). Before a checkpoint the pending epoch is finished, so meta() sees its divergences.
+  pending = None  # (epoch, metric sums, evaluation, images) of the last epoch dispatched, not yet logged
+  t_last = time.perf_counter()
+
+  def finish() -> None:
+    nonlocal pending, t_last
+    if pending is None:
+      return
+    done, sums, evals, images = pending
+    pending = None
+    train_means = train.epoch_means(program, sums)
+    for i in np.flatnonzero(~np.isfinite(train_means["loss"])):
+      if int(i) not in diverged:
+        diverged[int(i)] = done
+        _say(f"warning: {who(i)} diverged (non-finite loss) in epoch {done}; the other members keep training")
+    record: dict[str, Any] = {"epoch": done, "step": done * spe}
+    record["train"] = {k: v for k, v in train_means.items() if v.ndim == 1}
+    if evals is not None:
+      record["eval"] = {k: np.asarray(v) for k, v in sharding.to_host(evals).items() if np.ndim(v) == 1}
+    now = time.perf_counter()
+    record["seconds"] = now - t_last  # wall time between two epochs' results reaching the host
+    t_last = now
+    records.append(report.append_record(workdir, record, write=primary))
+    tracker.record(records[-1], images=images)
+    healthy = np.asarray([i not in diverged for i in range(num)])
+    _say(report.progress_line(done, epochs, record["train"], record.get("eval"), healthy, record["seconds"],
+                              program.variant.headline))
+    bar.update(1)
+
   with stop.installed():
     while epoch < epochs:
-      t0 = time.perf_counter()
       state, finished = (stream_lib.run_epoch if streamed else train.run_epoch)(program, state, x, y, stop)
+      finish()  # the previous epoch, while this one computes
       if not finished:
         interrupted = stop.signal
         break
-      state, train_means = train.take_epoch_metrics(program, state)
+      state, sums = train.split_epoch_metrics(state)
       epoch += 1
-      for i in np.flatnonzero(~np.isfinite(train_means["loss"])):
-        if int(i) not in diverged:
-          diverged[int(i)] = epoch
-          _say(f"warning: {who(i)} diverged (non-finite loss) in epoch {epoch}; the other members keep training")
-      record: dict[str, Any] = {"epoch": epoch, "step": epoch * spe}
-      record["train"] = {k: v for k, v in train_means.items() if v.ndim == 1}
+      evals = images = None
       if epoch % config.train.eval_every == 0 or epoch == epochs:
-        evals = sharding.to_host(stream_lib.evaluate(program, state, xe, ye) if streamed else program.evaluate(state, xe, ye))
-        record["eval"] = {k: np.asarray(v) for k, v in evals.items() if np.ndim(v) == 1}
-      record["seconds"] = time.perf_counter() - t0
-      records.append(report.append_record(workdir, record, write=primary))
-      tracker.record(records[-1], state)
-      healthy = np.asarray([i not in diverged for i in range(num)])
-      _say(report.progress_line(epoch, epochs, record["train"], record.get("eval"), healthy, record["seconds"],
-                                program.variant.headline))
-      bar.update(1)
+        evals = stream_lib.evaluate(program, state, xe, ye) if streamed else program.evaluate(state, xe, ye)
+        images = tracker.draw(state)
+      pending = (epoch, sums, evals, images)
       stopping = stop() or mngr.reached_preemption(epoch * spe)
       if epoch % config.checkpoint.every_epochs == 0 or epoch == epochs or stopping:
+        finish()
         checkpoints.save(mngr, state, meta())  # every process writes its own members' shards
       if stopping:
         interrupted = stop.signal or signal.SIGTERM
         break
+    finish()
     if interrupted is not None and train.global_step(state) not in mngr.all_steps():
       checkpoints.save(mngr, state, meta())
     mngr.wait_until_finished()

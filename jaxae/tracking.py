@@ -204,15 +204,23 @@ class Tracker:
                                           filename_suffix=f".{uuid.uuid4().hex[:8]}")
     return self._writers[name]
 
-  def record(self, record: dict, state=None) -> None:
+  def draw(self, state):
+    """The members' reconstructions of the logged inputs from `state.params`, dispatched and not waited
+    for (device arrays), or None when no images are logged. Pass them to `record` with that epoch's record."""
+    if not self.enabled or self._images is None:
+      return None
+    fn, x = self._images
+    return fn(state.params, x)
+
+  def record(self, record: dict, state=None, images=None) -> None:
     """Logs one metrics.jsonl record (JSON data: lists of per-member values); at evaluation epochs also
-    the members' images, drawn from `state.params` (every process must call this)."""
+    the members' images: `images` from `draw`, else drawn from `state.params` (every process must call this)."""
     if not self.enabled:
       return
-    images = None
-    if self._images is not None and "eval" in record and state is not None:
-      fn, x = self._images
-      images = sharding.to_host(fn(state.params, x))
+    if images is None and "eval" in record and state is not None:
+      images = self.draw(state)
+    if images is not None:
+      images = sharding.to_host(images)
     if not self.primary:
       return
     step = int(record["step"])

@@ -364,9 +364,24 @@ def take_epoch_metrics(program: Program, state: TrainState) -> tuple[TrainState,
 
   Every process gets every member's means (gathered across hosts), so all take the same decisions.
   """
-  sums = sharding.to_host(state.metric_sums)
+  state, sums = split_epoch_metrics(state)
+  return state, epoch_means(program, sums)
+
+
+def split_epoch_metrics(state: TrainState) -> tuple[TrainState, Any]:
+  """(state with zeroed sums, the epoch's metric sums as device arrays): no host transfer, nothing waits.
+
+  The sums leave the state, so the next train chunk (which donates its input state) does not free them:
+  run.py dispatches the next epoch first and reads these while it runs.
+  """
+  zeros = jax.tree.map(jnp.zeros_like, state.metric_sums)
+  return state.replace(metric_sums=zeros), state.metric_sums
+
+
+def epoch_means(program: Program, sums) -> dict[str, np.ndarray]:
+  """{metric: (M, ...) mean over the epoch's steps} from split_epoch_metrics' sums (waits for them)."""
+  sums = sharding.to_host(sums)
   means = {k: np.asarray(v) / program.steps_per_epoch for k, v in sums.items()}
   if program.variant.finalize is not None:
     means = {k: np.asarray(v) for k, v in jax.vmap(program.variant.finalize)(means).items()}
-  zeros = jax.tree.map(jnp.zeros_like, state.metric_sums)
-  return state.replace(metric_sums=zeros), means
+  return means
