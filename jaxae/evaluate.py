@@ -712,4 +712,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  from jaxae.main import exit_now
+
+  exit_now(main())  # skips the interpreter's ~0.6 s teardown once everything is written

@@ -9,10 +9,12 @@ return with `interrupted` set.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -142,7 +144,7 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
 
   spe = program.steps_per_epoch
   epochs = config.train.epochs
-  epoch = train.global_step(state) // spe
+  epoch = start_epoch = train.global_step(state) // spe
   num = len(members)
   who = lambda i: f"seed {members[i]['seed']}" + (f" ({members[i]['setting']})" if members[i]["setting"] else "")
 
@@ -193,6 +195,8 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
   with stop.installed():
     while epoch < epochs:
       state, finished = (stream_lib.run_epoch if streamed else train.run_epoch)(program, state, x, y, stop)
+      if config.train.figures and primary and epoch == start_epoch:
+        _import_in_background("jaxae.plots")  # matplotlib's ~0.4 s of imports while the device computes
       finish()  # the previous epoch, while this one computes
       if not finished:
         interrupted = stop.signal
@@ -235,6 +239,18 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
     if primary:
       _figures(workdir, records, members, program, params, data)
   return summary
+
+
+def _import_in_background(module: str) -> None:
+  """Starts importing `module` in a daemon thread; a later `import` of it waits for that one (the import
+  lock) and raises any error itself, so errors here are dropped."""
+  def load():
+    try:
+      importlib.import_module(module)
+    except Exception:  # noqa: BLE001 - the main thread's own import reports it
+      pass
+
+  threading.Thread(target=load, name=f"import {module}", daemon=True).start()
 
 
 def _figures(workdir, records, members, program, params, data) -> None:
