@@ -123,7 +123,7 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
     x, y = sharding.replicate((data.train.x, _labels(data.train)), mesh)
     xe, ye = sharding.replicate((data.eval.x, _labels(data.eval)), mesh)
 
-  restored = workdir_lib.restore_latest(mngr, program.abstract_state(), on_corrupt, _say)
+  restored = workdir_lib.restore_latest(mngr, program.abstract_state, on_corrupt, _say)
   if restored is None:
     state = program.init_state()
     records, diverged = report.truncate_records(workdir, 0, write=primary), {}

@@ -475,9 +475,12 @@ def restore_latest(mngr, abstract, on_corrupt: str, say: Callable[[str], None] =
 
   A damaged latest step raises CheckpointError (with a hint) unless on_corrupt='previous', which falls
   back to earlier steps and deletes the damaged later ones. A mismatch (another config or version of
-  jaxae) always raises: earlier steps would not match either.
+  jaxae) always raises: earlier steps would not match either. `abstract`: the restore target, or a
+  function that makes it (called only when there is a checkpoint: a fresh run skips its tracing).
   """
   steps = sorted(mngr.all_steps(), reverse=True)
+  if steps and callable(abstract):
+    abstract = abstract()
   for i, step in enumerate(steps):
     try:
       restored = checkpoints.restore(mngr, step, abstract)
