@@ -93,10 +93,11 @@ def conv3x3(x, kernel, stride: int = 1):
 # (d = 1) through kernel tap _TAP[d, a]; tap 3 is a zero row padded onto the kernel.
 _TAP = np.array([[0, 3], [2, 1]])
 # Output channels up to which conv_transpose3x3_s2 scatters (matmul, then shifted adds) instead of
-# gathering 2x2 neighbourhoods: the decoder's last layer (1 channel for MNIST). With few output
-# channels the gather form's matmul has N = 4 Cout and its backward transposes (B h w, 4 Cin)
-# arrays; the scatter form's products have N = 9 Cout and its dW is a plain (9 Cout, P) @ (P, Cin)
-# product. Conv step 10.3 -> 8.8 ms on 2 cores; with 16 output channels it is slower (benchmarks/CONV_STEP.md).
+# gathering 2x2 neighbourhoods: the decoder's last layer (1 channel for MNIST, 3 for RGB). With few
+# output channels the gather form's matmul has N = 4 Cout and its backward transposes (B h w, 4 Cin)
+# arrays; the scatter form's dW is a plain (9 Cout, P) @ (P, Cin) product. configs/conv.py's step:
+# 9.6 -> 8.4 ms on 2 cores; at 3 channels forward+backward is level, forward faster; at 16 the
+# scatter form is slower (benchmarks/CONV_STEP.md).
 SCATTER_MAX_CHANNELS = 4
 
 
