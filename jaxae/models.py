@@ -92,13 +92,30 @@ def conv3x3(x, kernel, stride: int = 1):
 # Stride-2 transposed 3x3 convolution ('SAME'): output row 2m + a takes input rows m - 1 (d = 0) and m
 # (d = 1) through kernel tap _TAP[d, a]; tap 3 is a zero row padded onto the kernel.
 _TAP = np.array([[0, 3], [2, 1]])
+# Output channels up to which conv_transpose3x3_s2 scatters (matmul, then shifted adds) instead of
+# gathering 2x2 neighbourhoods: the decoder's last layer (1 channel for MNIST, 3 for RGB). With few
+# output channels the gather form's matmul has N = 4 Cout and its backward transposes (B h w, 4 Cin)
+# arrays; the scatter form's dW is a plain (9 Cout, P) @ (P, Cin) product. configs/conv.py's step:
+# 9.6 -> 8.4 ms on 2 cores; at 3 channels forward+backward is level, forward faster; at 16 the
+# scatter form is slower (benchmarks/CONV_STEP.md).
+SCATTER_MAX_CHANNELS = 4
 
 
 def conv_transpose3x3_s2(x, kernel):
-  """Stride-2 'SAME' transposed 3x3 convolution as one matmul of 2x2 neighbourhoods, then depth-to-space.
+  """Stride-2 'SAME' transposed 3x3 convolution as dense matmuls (see the two forms below).
 
   x (B, h, w, Cin), kernel (3, 3, Cin, Cout) -> (B, 2h, 2w, Cout); equal to
   lax.conv_transpose(x, kernel, (2, 2), 'SAME') (flax nn.ConvTranspose with transpose_kernel=False).
+  Cout <= SCATTER_MAX_CHANNELS: conv_transpose3x3_s2_scatter, otherwise conv_transpose3x3_s2_gather.
+  """
+  if kernel.shape[-1] <= SCATTER_MAX_CHANNELS:
+    return conv_transpose3x3_s2_scatter(x, kernel)
+  return conv_transpose3x3_s2_gather(x, kernel)
+
+
+def conv_transpose3x3_s2_gather(x, kernel):
+  """conv_transpose3x3_s2 as one matmul of 2x2 neighbourhoods, then depth-to-space.
+
   The 4 output phases share one (4 Cin, 4 Cout) weight matrix with 7 of its 16 blocks zero.
   """
   b, h, w, c = x.shape
@@ -109,6 +126,29 @@ def conv_transpose3x3_s2(x, kernel):
   wk = kz[_TAP[:, :, None, None], _TAP[None, None, :, :]]  # (dy, a, dx, b, Cin, Cout)
   wk = wk.transpose(0, 2, 4, 1, 3, 5).reshape(4 * c, 4 * out)
   y = jnp.dot(patches, wk).reshape(b, h, w, 2, 2, out).transpose(0, 1, 3, 2, 4, 5)
+  return y.reshape(b, 2 * h, 2 * w, out)
+
+
+def conv_transpose3x3_s2_scatter(x, kernel):
+  """conv_transpose3x3_s2 as col2im: every input pixel times every tap, then shifted adds per output phase.
+
+  T (3, 3, Cout, B, h, w) = kernel^T x^T, one (9 Cout, Cin) @ (Cin, B h w) product kept taps- and
+  channels-major, so that the shifted slices of col2im run along its minor (spatial) axes and the
+  backward's dW is a (9 Cout, B h w) @ (B h w, Cin) product. Output phase (a, b) at (m, n) sums
+  T[ty, tx, :, m - 1 + d, n - 1 + e] over the (d, e) with ty = _TAP[d, a], tx = _TAP[e, b] < 3.
+  """
+  b, h, w, c = x.shape
+  out = kernel.shape[-1]
+  wf = kernel.transpose(2, 0, 1, 3).reshape(c, 9 * out)
+  t = lax.dot_general(wf, x.reshape(-1, c), (((0,), (1,)), ((), ()))).reshape(3, 3, out, b, h, w)
+  tp = jnp.pad(t, ((0, 0), (0, 0), (0, 0), (0, 0), (1, 0), (1, 0)))
+  phases = []
+  for a in range(2):
+    for bb in range(2):
+      terms = [tp[_TAP[d, a], _TAP[e, bb], :, :, d:d + h, e:e + w]
+               for d in range(2) for e in range(2) if _TAP[d, a] < 3 and _TAP[e, bb] < 3]
+      phases.append(sum(terms[1:], terms[0]))
+  y = jnp.stack(phases, axis=-1).reshape(out, b, h, w, 2, 2).transpose(1, 2, 4, 3, 5, 0)
   return y.reshape(b, 2 * h, 2 * w, out)
 
 

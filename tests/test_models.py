@@ -88,3 +88,21 @@ def test_patch_convolutions_equal_flax_convolutions(upsample, downsample, latent
   np.testing.assert_allclose(new.apply(params, x), ref.apply(params, x), atol=2e-5)
   for a, b in zip(jax.tree.leaves(jax.grad(loss, 1)(new, params)), jax.tree.leaves(jax.grad(loss, 1)(ref, params))):
     np.testing.assert_allclose(a, b, atol=2e-5)
+
+
+@pytest.mark.parametrize("form", ["gather", "scatter", "dispatch"])
+@pytest.mark.parametrize("cout", [1, 3, 6])
+def test_conv_transpose3x3_s2_forms_equal_lax_conv_transpose(form, cout):
+  """Both matmul forms of the stride-2 transposed conv (and the dispatcher) against lax.conv_transpose:
+  values and gradients in x and the kernel, at odd sizes (h != w) and a random cotangent."""
+  fn = {"gather": models.conv_transpose3x3_s2_gather, "scatter": models.conv_transpose3x3_s2_scatter,
+        "dispatch": models.conv_transpose3x3_s2}[form]
+  x = jax.random.normal(jax.random.key(0), (2, 3, 5, 4))
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, 4, cout))
+  ref = lambda x, k: jax.lax.conv_transpose(x, k, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  g = jax.random.normal(jax.random.key(2), (2, 6, 10, cout))
+  np.testing.assert_allclose(fn(x, kernel), ref(x, kernel), atol=1e-5)
+  grads = jax.grad(lambda x, k: jnp.sum(fn(x, k) * g), (0, 1))(x, kernel)
+  grads_ref = jax.grad(lambda x, k: jnp.sum(ref(x, k) * g), (0, 1))(x, kernel)
+  for a, b in zip(grads, grads_ref):
+    np.testing.assert_allclose(a, b, atol=1e-4)
