@@ -6,10 +6,11 @@
 Runs, each in its own process so that one harness's compiled programs and threads do not slow the next:
 the per-step table (`benchmarks.train_speed`), the whole command against a PyTorch script
 (`benchmarks.end_to_end`), start-up (`benchmarks.startup`), how cost grows with seeds, batch size and
-training-set size (`benchmarks.scaling`, which also redraws benchmarks/scaling.png) and the two exact
-contractive penalties (`benchmarks.contractive_jacobian`). Their own files (END_TO_END.md, STARTUP.md,
-SCALING.md) are left as they are: each section of RESULTS.md is that harness's output of this run, with
-its machine, versions, date and load average. Run it on a quiet machine: the harnesses time wall clock.
+training-set size (`benchmarks.scaling`, which also redraws benchmarks/scaling.png), the two exact
+contractive penalties (`benchmarks.contractive_jacobian`), the conv step's layers and matmul forms
+(`benchmarks.conv_step`) and the Adam update's layout (`benchmarks.adam_layout`). Their own files
+(END_TO_END.md, STARTUP.md, SCALING.md, CONV_STEP.md, ADAM_LAYOUT.md) are left as they are: each section of
+RESULTS.md is that harness's output of this run, with its machine, versions, date and load average. Run it on a quiet machine: the harnesses time wall clock.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ SECTIONS = (
     ("How cost grows: seeds, batch size, training-set size", "scaling", ["--out", "{out}"], ["--quick"]),
     ("The exact contractive penalty: structured Jacobian against jax.jacrev", "contractive_jacobian", [],
      ["--rounds", "1", "--steps", "2"]),
+    ("The conv step: each layer and each matmul form of its convolutions", "conv_step", ["--out", "{out}"],
+     ["--rounds", "1", "--repeats", "5", "--out", ""]),
+    ("The Adam update's layout: per leaf against one flat vector (optax.flatten)", "adam_layout",
+     ["--out", "{out}"], ["--rounds", "1", "--variants", "vanilla", "--out", ""]),
 )
 
 

@@ -233,6 +233,16 @@ def main(argv, config=None) -> int:
   except KeyboardInterrupt:
     print("error: stopped at once (second Ctrl-C); the work since the last checkpoint is lost", file=sys.stderr)
     return 128 + int(signal.SIGINT)
+  except BrokenPipeError:  # stdout's reader went away (`| head`): stop as a SIGPIPE would, without a traceback
+    from jaxae import checkpoints
+
+    checkpoints.close_all()
+    try:
+      print("error: standard output was closed (the pipe's reader exited); stopped, the last checkpoint is "
+            "intact", file=sys.stderr)
+    except OSError:
+      pass
+    return 128 + int(signal.SIGPIPE)
   except Exception as e:  # noqa: BLE001 - classified: the environment, or a bug
     from jaxae import checkpoints
 
@@ -323,8 +333,11 @@ def exit_now(status: int) -> None:
   if any(t is not threading.main_thread() and t.is_alive() and not t.daemon for t in threading.enumerate()):
     sys.exit(status)
   atexit._run_exitfuncs()
-  sys.stdout.flush()
-  sys.stderr.flush()
+  for stream in (sys.stdout, sys.stderr):
+    try:
+      stream.flush()
+    except (OSError, ValueError):  # a closed pipe (`| head`) or stream: nothing more can reach it
+      pass
   os._exit(status)
 
 

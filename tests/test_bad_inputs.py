@@ -621,3 +621,19 @@ def test_relative_workdir_in_a_new_folder(tmp_path, monkeypatch, capsys):
   monkeypatch.chdir(tmp_path)
   rc, out, err = run_main(monkeypatch, capsys, "--workdir=runs/new", *ARGS, "--config.train.epochs=1")
   assert rc == 0 and (tmp_path / "runs" / "new" / "summary.json").exists(), err
+
+
+def test_closed_stdout_stops_like_sigpipe_without_a_traceback(tmp_path):
+  """`jaxae ... | head -1`: the reader exits, the next print raises BrokenPipeError; jaxae stops with
+  128 + SIGPIPE and one line on stderr (it used to report an internal error with a traceback)."""
+  env = dict(os.environ, PYTHONUNBUFFERED="1")  # each line reaches the pipe at once: the first one comes
+  # before compilation, the next ones seconds later, after the pipe is closed
+  proc = subprocess.Popen([sys.executable, "-m", "jaxae.main", f"--workdir={tmp_path / 'w'}", *ARGS], cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+  proc.stdout.readline()
+  proc.stdout.close()  # what `| head -1` does after its line
+  err = proc.stderr.read()
+  assert proc.wait(timeout=300) == 128 + signal.SIGPIPE, err
+  lines = [line for line in err.splitlines() if line.strip()]
+  assert lines[-1].startswith("error: standard output was closed"), err
+  assert "Traceback" not in err
