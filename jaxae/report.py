@@ -3,7 +3,8 @@
 metrics.jsonl has one JSON record per epoch:
   {"epoch": 3, "step": 117, "seconds": 4.2,
    "train": {"loss": [one value per member], ...}, "eval": {...}}   (eval only on evaluation epochs)
-Members are listed once, in config.json's sibling `members.json`: [{"setting_index", "setting", "seed"}].
+"seconds" is the wall time from the previous epoch's results reaching the host to this epoch's (the loop
+is pipelined, run.py). Members are listed once, in config.json's sibling `members.json`: [{"setting_index", "setting", "seed"}].
 Diverged members (non-finite training loss) are excluded from means and listed in summary.json.
 """
 
