@@ -2,6 +2,7 @@
 
   python -m benchmarks.results            # all harnesses, one after another (~30 min on 2 quiet cores)
   python -m benchmarks.results --quick    # the quick version of each (a few minutes), printed, nothing written
+  python -m benchmarks.results --only startup,scaling   # some harnesses, printed (--out FILE to write)
 
 Runs, each in its own process so that one harness's compiled programs and threads do not slow the next:
 the per-step table (`benchmarks.train_speed`), the whole command against a PyTorch script
@@ -51,9 +52,15 @@ def _demote(text: str) -> str:
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--quick", action="store_true", help="each harness's quick version; prints, writes nothing")
-  p.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
+  p.add_argument("--out", default=None, help="default: benchmarks/RESULTS.md (with --only: print only)")
   p.add_argument("--only", default="", help="comma-separated harness modules (default: all)")
   args = p.parse_args(argv)
+  if args.out is None:  # a partial run never replaces the whole file unless told where to write
+    args.out = "" if args.only else os.path.join(HERE, "RESULTS.md")
+  unknown = set(filter(None, args.only.split(","))) - {module for _, module, _, _ in SECTIONS}
+  if unknown:
+    p.error(f"--only names no harness: {', '.join(sorted(unknown))} (harnesses: "
+            f"{', '.join(module for _, module, _, _ in SECTIONS)})")
   only = set(args.only.split(",")) if args.only else None
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
   parts, started = [], time.time()
@@ -85,7 +92,7 @@ def main(argv=None) -> int:
   for i, (title, module, text, _) in enumerate(parts):
     lines += [f'<a id="{i + 1}"></a>', f"## {i + 1}. {title}", "", _demote(text), ""]
   document = "\n".join(lines)
-  if args.quick:
+  if args.quick or not args.out:
     print(document)
   else:
     with open(args.out, "w") as f:
