@@ -119,16 +119,6 @@ def conv_functions(conv, conv_t):
     models.conv3x3, models.conv_transpose3x3_s2 = saved
 
 
-def _median_ms(fn, repeats: int) -> float:
-  jax.block_until_ready(fn())
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t)
-  return 1e3 * float(np.median(times))
-
-
 def layer_rows(rounds: int, repeats: int) -> list[dict]:
   """[{layer, form, fwd_ms, grad_ms, max_err}] with each form's max |y - reference|."""
   cases = []
@@ -144,8 +134,8 @@ def layer_rows(rounds: int, repeats: int) -> list[dict]:
                         g=(lambda f=grad, x=x, k=k: f(x, k)), fwd=[], grad=[]))
   for _ in range(rounds):
     for c in cases:
-      c["fwd"].append(_median_ms(c["f"], repeats))
-      c["grad"].append(_median_ms(c["g"], repeats))
+      c["fwd"].append(1e3 * common.median_seconds(c["f"], repeats))
+      c["grad"].append(1e3 * common.median_seconds(c["g"], repeats))
   return [dict(layer=c["layer"], form=c["form"], fwd_ms=float(np.median(c["fwd"])), grad_ms=float(np.median(c["grad"])),
                max_err=c["err"]) for c in cases]
 
