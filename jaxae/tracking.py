@@ -21,7 +21,6 @@ in `<workdir>/wandb.json` with the last step sent, so a resumed run continues it
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import struct
@@ -212,13 +211,11 @@ class Tracker:
     fn, x = self._images
     return fn(state.params, x)
 
-  def record(self, record: dict, state=None, images=None) -> None:
-    """Logs one metrics.jsonl record (JSON data: lists of per-member values); at evaluation epochs also
-    the members' images: `images` from `draw`, else drawn from `state.params` (every process must call this)."""
+  def record(self, record: dict, images=None) -> None:
+    """Logs one metrics.jsonl record (JSON data: lists of per-member values) and, at evaluation epochs,
+    the members' images from `draw` (every process must call this: fetching them is a collective)."""
     if not self.enabled:
       return
-    if images is None and "eval" in record and state is not None:
-      images = self.draw(state)
     if images is not None:
       images = sharding.to_host(images)
     if not self.primary:

@@ -470,17 +470,16 @@ def check_compatible(saved: dict[str, Any], current: dict[str, Any], workdir: st
                                          f"discard that run and start over.")
 
 
-def restore_latest(mngr, abstract, on_corrupt: str, say: Callable[[str], None] = print):
+def restore_latest(mngr, make_abstract: Callable[[], Any], on_corrupt: str, say: Callable[[str], None] = print):
   """(state, meta) of the latest complete checkpoint, or None when there is none.
 
   A damaged latest step raises CheckpointError (with a hint) unless on_corrupt='previous', which falls
   back to earlier steps and deletes the damaged later ones. A mismatch (another config or version of
-  jaxae) always raises: earlier steps would not match either. `abstract`: the restore target, or a
-  function that makes it (called only when there is a checkpoint: a fresh run skips its tracing).
+  jaxae) always raises: earlier steps would not match either. `make_abstract()` gives the restore target;
+  it is called only when there is a checkpoint (a fresh run skips tracing init for it).
   """
   steps = sorted(mngr.all_steps(), reverse=True)
-  if steps and callable(abstract):
-    abstract = abstract()
+  abstract = make_abstract() if steps else None
   for i, step in enumerate(steps):
     try:
       restored = checkpoints.restore(mngr, step, abstract)
