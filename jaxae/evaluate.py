@@ -17,9 +17,12 @@ held-out data or on `--data`. What is computed depends on what the run's variant
                     and scored on held-out codes (scikit-learn); a 2-D scatter of the codes (PCA or
                     t-SNE above d=2, named on the figure), interpolations and traversals.
   a latent model    (`Variant.latent_model`, the VAE) the importance-sampled log-likelihood with K
-                    samples of q(z|x) (Burda et al. 2016, eq. 8), next to the ELBO; samples from the
-                    prior, spherical interpolations, traversals of units ranked by KL, and for d=2 the
+                    samples of q(z|x) (Burda et al. 2016, eq. 8; q is the encoder's Gaussian or the
+                    variant's posterior, e.g. a flow), next to the ELBO; samples from the prior,
+                    spherical interpolations, traversals of units ranked by KL, and for d=2 the
                     decoded manifold over the prior's quantiles (Kingma & Welling 2014, fig. 4).
+  no latent model   samples decoded from a Gaussian mixture fitted to training codes (`--gmm_components`,
+                    default 10, full covariance; ex-post density estimation, Ghosh et al. 2020 sec. 4).
 
 Writes `<workdir>/evaluation.json` (per member, mean ± std over healthy seeds per setting, the shape
 of summary.json, so `report.format_table` prints it), figures under `<workdir>/figures/eval_*.png`
@@ -62,18 +65,26 @@ def _iwae_member(net, model, num_samples: int, chunk: int, params, hparams, x, k
   x (B, *data_shape) float32 network inputs; keys (B,) typed PRNG keys, one per example. Samples come
   in chunks of `chunk` (a `lax.scan` with a running log-sum-exp, so memory is B x chunk decodes).
   """
+  model = model.bound(params)
   mean, log_var = net.encode(params, x)
   b, d = mean.shape
   std = jnp.exp(0.5 * log_var)
   log_q0 = -0.5 * jnp.sum(log_var + jnp.log(2 * jnp.pi), axis=-1)  # log q(z|x) = log_q0 - |eps|^2 / 2
   x_rep = jnp.broadcast_to(x[:, None], (b, chunk, *x.shape[1:])).reshape(b * chunk, *x.shape[1:])
 
+  def proposal(c):
+    """(z (B, chunk, d), log q(z|x) (B, chunk)) of chunk c: the variant's posterior, or the encoder's Gaussian."""
+    chunk_keys = jax.vmap(lambda k: jax.random.fold_in(k, c))(keys)
+    if model.posterior is not None:
+      return model.posterior(x, chunk_keys, chunk)
+    eps = jax.vmap(lambda k: jax.random.normal(k, (chunk, d), jnp.float32))(chunk_keys)
+    return mean[:, None] + std[:, None] * eps, log_q0[:, None] - 0.5 * jnp.sum(jnp.square(eps), axis=-1)
+
   def body(carry, c):
     m, s, w_sum, ll_sum = carry
-    eps = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, c), (chunk, d), jnp.float32))(keys)
-    z = mean[:, None] + std[:, None] * eps  # (B, chunk, d)
+    z, log_q = proposal(c)  # (B, chunk, d), (B, chunk)
     ll = model.log_likelihood(net.decode(params, z.reshape(b * chunk, d)), x_rep, hparams).reshape(b, chunk)
-    w = ll + model.log_prior(z) - (log_q0[:, None] - 0.5 * jnp.sum(jnp.square(eps), axis=-1))
+    w = ll + model.log_prior(z) - log_q
     valid = c * chunk + jnp.arange(chunk) < num_samples  # the last chunk may run past K
     w = jnp.where(valid, w, -jnp.inf)
     m_new = jnp.maximum(m, jnp.max(w, axis=1))
@@ -186,6 +197,24 @@ def knn_accuracy(z_train, y_train, z_test, y_test, k: int = 5) -> float:
 
   flat = lambda z: np.asarray(z, np.float64).reshape(len(z), -1)
   return float(KNeighborsClassifier(k).fit(flat(z_train), y_train).score(flat(z_test), y_test))
+
+
+def fit_code_density(codes: np.ndarray, components: int = 10, seed: int = 0):
+  """Ex-post density estimation of a deterministic autoencoder's codes (Ghosh et al. 2020, sec. 4).
+
+  codes (N, ...) float, flattened to (N, d); a scikit-learn GaussianMixture with `components` full-covariance
+  components (at most N), fitted by EM with `random_state=seed`. Its `sample(n)` gives codes to decode: the
+  samples of a model without a prior (RAE, WAE, AAE's codes, a plain autoencoder). Raises ValueError for
+  non-finite codes.
+  """
+  from sklearn.mixture import GaussianMixture
+
+  flat = np.asarray(codes, np.float64).reshape(len(codes), -1)
+  if not np.isfinite(flat).all():
+    raise ValueError("codes with NaN or Inf have no density")
+  gmm = GaussianMixture(n_components=max(1, min(components, len(flat))), covariance_type="full", reg_covar=1e-5,
+                        random_state=seed)
+  return gmm.fit(flat)
 
 
 def lerp(a, b, steps: int) -> np.ndarray:
@@ -304,7 +333,8 @@ class Options:
   embedding: str = "tsne"  # 2-D scatter of codes with d > 2: 'tsne' or 'pca'
   scatter_points: int = 2000
   probes: bool = True  # linear-probe and k-NN accuracy when the data are labelled
-  probe_examples: int = 10000  # training examples the probes are fit on (a fixed random subset)
+  probe_examples: int = 10000  # training examples the probes (and the code density) are fit on (a fixed random subset)
+  gmm_components: int = 10  # samples of a model without a prior: a GMM fitted to training codes (0: none)
   batch_size: int = 100  # examples per call of the likelihood estimate
   sample_chunk: int = 100  # samples of q(z|x) decoded at once per example
 
@@ -417,12 +447,16 @@ def evaluate_run(run, options: Options = Options(), quiet: bool = False) -> dict
     metrics[key] = np.asarray([s[key] for s in stats])
 
   labelled = train_split is not None and data_lib.has_labels(train_split) and data_lib.has_labels(held)
-  if labelled and options.probes:
-    t = time.perf_counter()
+  # Training codes: for the probes, and for the code density that samples a model without a prior.
+  wants_density = model is None and options.figures and options.gmm_components > 0 and len(net.data_shape) == 3
+  z_tr = tr = None
+  if train_split is not None and ((labelled and options.probes) or wants_density):
     tr = train_split
     if options.probe_examples and len(tr) > options.probe_examples:
       tr = data_lib.random_subset(tr, options.probe_examples, PROBE_SEED)
     z_tr = codes_and_errors(net, config, run.params, _prepared(net, tr.x), member_loop=member_loop)[0]
+  if labelled and options.probes:
+    t = time.perf_counter()
     finite = [bool(np.isfinite(z_tr[i]).all() and np.isfinite(z[i]).all()) for i in range(num)]  # diverged: NaN
     metrics["probe_accuracy"] = np.asarray([probe_accuracy(z_tr[i], tr.labels, z[i], held.labels) if finite[i]
                                             else np.nan for i in range(num)])
@@ -449,7 +483,7 @@ def evaluate_run(run, options: Options = Options(), quiet: bool = False) -> dict
                             "eval": {k: _block(v, idx, h) for k, v in metrics.items()}})
   out["seconds"] = time.perf_counter() - t0
   out["_arrays"] = {"x": x, "labels": held.labels, "codes": z, "mse": mse, "nll": nll_per_example, "healthy": healthy,
-                    "model": model}
+                    "model": model, "train_codes": z_tr if wants_density else None}
   return out
 
 
@@ -502,6 +536,7 @@ def figures(run, result: dict, figdir: str, options: Options = Options()) -> lis
       continue
     params = jax.tree.map(lambda a: a[i], run.params)
     seed = members[i]["seed"]
+    member_model = model.bound(params) if model is not None else None
     suffix, where = _suffix(members, g, settings)
     name = lambda stem: os.path.join(figdir, f"eval_{stem}{suffix}.png")
     z = z_all[i]
@@ -521,17 +556,17 @@ def figures(run, result: dict, figdir: str, options: Options = Options()) -> lis
       ends = f"{labels[a]}→{labels[b]}" if labels is not None else f"#{a}→#{b}"
       rows.append(decode(net, params, lerp(z[a], z[b], steps)))
       row_labels.append(f"{ends} line")
-      if model is not None:
+      if member_model is not None:
         rows.append(decode(net, params, slerp(z[a], z[b], steps)))
         row_labels.append(f"{ends} sphere")
     paths.append(plots.image_rows(rows, row_labels, name("interpolations"),
                                   f"{variant.name}{where}, seed {seed}: decoded along paths between held-out codes"))
     # Traversals: one unit at a time from the first held-out code, units ranked by KL (latent model) or variance.
     base = flat[0]
-    if model is not None and model.kl_per_unit is not None:
+    if member_model is not None and member_model.kl_per_unit is not None:
       mean, log_var = _posterior(net, params, x)
-      score, what = np.asarray(model.kl_per_unit(mean, log_var)).mean(axis=0), "KL"
-      values = lambda j: np.asarray(model.prior_quantile(jnp.linspace(0.05, 0.95, 9)))
+      score, what = np.asarray(member_model.kl_per_unit(mean, log_var)).mean(axis=0), "KL"
+      values = lambda j: np.asarray(member_model.prior_quantile(jnp.linspace(0.05, 0.95, 9)))
     else:
       score, what = np.var(flat, axis=0), "var"
       values = lambda j: np.percentile(flat[:, j], np.linspace(5, 95, 9))
@@ -544,17 +579,25 @@ def figures(run, result: dict, figdir: str, options: Options = Options()) -> lis
     span = "prior quantiles 0.05-0.95" if model is not None else "5th-95th percentile of the unit"
     paths.append(plots.image_rows(rows, [f"unit {j} ({what} {score[j]:.2g})" for j in top], name("traversals"),
                                   f"{variant.name}{where}, seed {seed}: one unit at a time over its {span}"))
-    if model is not None:
+    if member_model is not None:
       key = jax.random.key(seed)
-      zs = np.asarray(model.sample_prior(key, (64, flat.shape[1])))
+      zs = np.asarray(member_model.sample_prior(key, (64, flat.shape[1])))
       samples = decode(net, params, zs)
       paths.append(plots.image_grid(samples.reshape(8, 8, *samples.shape[1:]), name("samples"),
                                     title=f"{variant.name}{where}, seed {seed}: decoded means of z ~ p(z)"))
+    elif arrays.get("train_codes") is not None and np.isfinite(arrays["train_codes"][i]).all():
+      gmm = fit_code_density(arrays["train_codes"][i], options.gmm_components, seed)
+      zs = gmm.sample(64)[0].astype(np.float32).reshape(64, *z.shape[1:])
+      samples = decode(net, params, zs)
+      paths.append(plots.image_grid(samples.reshape(8, 8, *samples.shape[1:]), name("samples"),
+                                    title=f"{variant.name}{where}, seed {seed}: decoded samples of a "
+                                          f"{gmm.n_components}-component GMM fitted to training codes "
+                                          f"(Ghosh et al. 2020)"))
     if flat.shape[1] == 2:
       k = 20
-      if model is not None:
+      if member_model is not None:
         u = np.linspace(0.05, 0.95, k)
-        xs = ys = np.asarray(model.prior_quantile(jnp.asarray(u)))
+        xs = ys = np.asarray(member_model.prior_quantile(jnp.asarray(u)))
         what = "prior quantiles 0.05-0.95 (Kingma & Welling 2014, fig. 4)"
       else:
         lo, hi = np.percentile(flat, 1, axis=0), np.percentile(flat, 99, axis=0)
@@ -688,14 +731,18 @@ def main(argv=None) -> int:
   p.add_argument("--embedding", default=defaults.embedding, choices=("tsne", "pca"), help="2-D scatter of codes with d > 2")
   p.add_argument("--no_figures", action="store_true")
   p.add_argument("--batch_size", type=int, default=defaults.batch_size, help="examples per likelihood call")
+  p.add_argument("--gmm_components", type=int, default=defaults.gmm_components,
+                 help="samples of a model without a prior: a full-covariance GMM with this many components fitted "
+                      "to training codes (Ghosh et al. 2020; 0: no samples)")
   args = p.parse_args(argv)
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)
   from jaxae import checkpoints
   options = Options(data=args.data, split=args.split, num_samples=args.num_samples, max_examples=args.max_examples,
                     binarize=args.binarize, export=tuple(e for e in args.export.split(",") if e),
-                    figures=not args.no_figures, embedding=args.embedding, batch_size=args.batch_size)
-  for key in ("num_samples", "max_examples", "batch_size"):
+                    figures=not args.no_figures, embedding=args.embedding, batch_size=args.batch_size,
+                    gmm_components=args.gmm_components)
+  for key in ("num_samples", "max_examples", "batch_size", "gmm_components"):
     if getattr(options, key) < 0 or (key == "batch_size" and options.batch_size == 0):
       print(f"error: --{key}={getattr(options, key)} must be {'positive' if key == 'batch_size' else 'non-negative'}",
             file=sys.stderr)

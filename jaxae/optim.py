@@ -7,6 +7,7 @@ learning-rate sweep costs no recompilation. The schedule is a multiplier of the 
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -23,11 +24,13 @@ def schedule_multiplier(config, steps_per_epoch: int):
   return optax.warmup_cosine_decay_schedule(0.0, 1.0, warmup_steps=warmup, decay_steps=max(total, warmup + 1))
 
 
-def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
+def make_optimizer(config, steps_per_epoch: int, adversary=None) -> optax.GradientTransformation:
   """The optax transform of `config.optimizer`; hyperparameters live in `opt_state.hyperparams`.
 
   adam / sgd / rmsprop take weight_decay as an L2 term added to the gradient (torch.optim semantics);
   adamw decouples it (Loshchilov & Hutter 2019). Raises ValueError for an unknown name.
+  adversary: a variants.Adversary or None; its parameters are updated by its own optimizer
+  (optax.multi_transform), untouched by the schedule, weight decay and learning rate of this one.
   """
   name = config.optimizer.name
   momentum = config.optimizer.momentum
@@ -47,7 +50,16 @@ def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation
       raise ValueError(f"optimizer.name={name!r} is not one of adam, adamw, sgd, rmsprop")
     return optax.chain(optax.add_decayed_weights(weight_decay), base)
 
-  return optax.inject_hyperparams(build)(learning_rate=config.optimizer.learning_rate,
+  def build_with_adversary(learning_rate, weight_decay):
+    model = build(learning_rate, weight_decay)
+    if adversary is None:
+      return model
+    labels = lambda params: jax.tree_util.tree_map_with_path(
+        lambda path, _: "adversary" if adversary.is_adversary(tuple(getattr(k, "key", str(k)) for k in path))
+        else "model", params)
+    return optax.multi_transform({"model": model, "adversary": adversary.optimizer(config)}, labels)
+
+  return optax.inject_hyperparams(build_with_adversary)(learning_rate=config.optimizer.learning_rate,
                                           weight_decay=config.optimizer.weight_decay)
 
 

@@ -196,16 +196,17 @@ def reported(metrics: dict) -> dict:
 
 def train_step(state: TrainState, x_all, y_all, idx, *, loss_fn: Callable, prepare: Callable = data_lib.to_float,
                transform_grads: Callable | None = None, constrain: Callable | None = None,
-               update_params: Callable | None = None) -> TrainState:
+               update_params: Callable | None = None, num_train: int = 0) -> TrainState:
   """One optimizer step of one member on the batch `idx` of the (device-resident) training data.
 
   x_all (N, *data_shape) as stored (uint8 or float), y_all (N,) int32, idx (B,) int32; `prepare`
   makes the network's float32 inputs (models.Net.prepare). The loss's metrics are added to
   `state.metric_sums`; a variant's running state comes back as metrics['_aux'].
   `transform_grads(params, grads)`, `constrain(params)` and `update_params(params, aux)` are the
-  variant's optional hooks.
+  variant's optional hooks. The batch also holds the member's step (schedules) and `num_train`, the
+  training-set size N (estimators of the aggregate posterior q(z), e.g. beta-TCVAE's).
   """
-  batch = {"x": prepare(x_all[idx]), "y": y_all[idx]}
+  batch = {"x": prepare(x_all[idx]), "y": y_all[idx], "step": state.step, "num_train": num_train}
   if state.aux is not None:
     batch["aux"] = state.aux
   grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, state.hparams, batch, step_key(state), True)
@@ -242,9 +243,10 @@ def make_program(config, net: models.Net, num_train: int, member_loop: str = "vm
   constrain = variant.constrain(config) if variant.constrain else None
   step = functools.partial(train_step, loss_fn=loss_fn, prepare=net.prepare, constrain=constrain,
                            transform_grads=variant.transform_grads(config) if variant.transform_grads else None,
-                           update_params=variant.update_params(config) if variant.update_params else None)
+                           update_params=variant.update_params(config) if variant.update_params else None,
+                           num_train=num_train)
   finalize = variant.finalize or (lambda m: m)
-  tx = optim.make_optimizer(config, spe)
+  tx = optim.make_optimizer(config, spe, variant.adversary)
   sample = jnp.zeros((1, *net.data_shape), jnp.float32)
 
   def init_member(key, hp):
@@ -255,7 +257,8 @@ def make_program(config, net: models.Net, num_train: int, member_loop: str = "vm
       params = constrain(params)
     opt_state = optim.set_hyperparams(tx.init(params), hp["learning_rate"], hp["weight_decay"])
     aux = variant.init_aux(config, net, net.data_shape) if variant.init_aux else None
-    batch1 = {"x": sample, "y": jnp.zeros((1,), jnp.int32), **({"aux": aux} if aux is not None else {})}
+    batch1 = {"x": sample, "y": jnp.zeros((1,), jnp.int32), "step": jnp.zeros([], jnp.int32), "num_train": num_train,
+              **({"aux": aux} if aux is not None else {})}
     metric_shapes = jax.eval_shape(lambda: reported(loss_fn(params, hp, batch1, key, True)[1]))
     sums = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes)
     return TrainState(step=jnp.zeros([], jnp.int32), apply_fn=net.module.apply, params=params, tx=tx,
@@ -280,7 +283,8 @@ def make_program(config, net: models.Net, num_train: int, member_loop: str = "vm
   def batch_metrics(state, x, y):
     key = jax.random.fold_in(state.rng, 3)
     aux = {} if state.aux is None else {"aux": state.aux}
-    return reported(loss_fn(state.params, state.hparams, {"x": net.prepare(x), "y": y, **aux}, key, False)[1])
+    batch = {"x": net.prepare(x), "y": y, "step": state.step, "num_train": num_train, **aux}
+    return reported(loss_fn(state.params, state.hparams, batch, key, False)[1])
 
   def total_member(per_batch, last, bs, n):
     total = jax.tree.map(lambda m: jnp.sum(m, axis=0) * bs, per_batch)

@@ -14,7 +14,9 @@ is one member's (one seed, one sweep setting) differentiable loss on one batch:
   params   the flax variables of the network (`net.init`)
   hparams  {name: float32 scalar}: the sweepable scalars of `Variant.hparams` (and the optimizer's
            `learning_rate`, `weight_decay`), traced arrays, so a grid of them is one compiled program
-  batch    {'x': float32 (B, *data_shape), 'y': int32 (B,) labels (zeros when the data have none)};
+  batch    {'x': float32 (B, *data_shape), 'y': int32 (B,) labels (zeros when the data have none),
+           'step': int32 scalar, the member's optimizer steps so far (schedules: C(t), warm-ups),
+           'num_train': Python int, the training-set size N (estimators of q(z) over the data set)};
            variants with running state (`init_aux`) also find it read-only under 'aux'
   key      a typed PRNG key, a pure function of (seed, step): corruption, sampling, dropout
   train    Python bool; False at evaluation (clean inputs, no dropout)
@@ -43,6 +45,30 @@ def _nothing(*args) -> None:
 
 def _no_heads(config) -> dict:
   return {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Adversary:
+  """A second network trained against the model in the same step: FactorVAE's or an AAE's discriminator.
+
+  heads      names of the variant's heads (`Variant.heads`) whose parameters are the adversary's; they
+             live in the member's params (so they are vmapped, checkpointed and resumed with it) and are
+             updated by `optimizer`, the rest by the run's optimizer (`optimizer.*`, swept learning rate)
+  optimizer  config -> optax.GradientTransformation of the adversary's parameters (its own state)
+
+  The variant's one loss is the sum of both objectives, each blind to the other's parameters (a
+  simultaneous update, as pythae's coupled-optimizer trainer): the model's terms read the adversary's
+  outputs through its parameters under `jax.lax.stop_gradient`, and the adversary's term reads
+  codes under `stop_gradient`. `train_step` takes one gradient of that sum; `optim.make_optimizer`
+  routes each part to its optimizer (optax.multi_transform).
+  """
+  heads: tuple[str, ...]
+  optimizer: Callable[[Any], Any]
+
+  def is_adversary(self, path: tuple[str, ...]) -> bool:
+    """Whether the parameter at `path` (keys from the variables' root) belongs to the adversary."""
+    names = {f"heads_{h}" for h in self.heads}
+    return any(p in names for p in path[:2])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +111,8 @@ class Variant:
                rather than trained from the updated running state, after every update and `constrain`
                (e.g. BatchTopK's inference threshold, so that inference needs only the params); the loss
                must give those parameters a zero gradient
+  adversary    optional `Adversary`: some of the variant's heads are a second network (a discriminator)
+               with its own optimizer, updated in the same compiled step from the same loss (see Adversary)
   """
 
   name: str
@@ -107,12 +135,15 @@ class Variant:
   latent_model: Callable[[Any, Any], LatentModel] | None = None
   data_init: Callable[[Any, Any, Any], Callable | None] | None = None
   update_params: Callable[[Any], Callable | None] | None = None
+  adversary: Adversary | None = None
 
   def __post_init__(self):
     if self.encoder not in ("code", "gaussian"):
       raise ValueError(f"variant {self.name!r}: encoder={self.encoder!r} must be 'code' or 'gaussian'")
     if self.latent_model is not None and self.encoder != "gaussian":
       raise ValueError(f"variant {self.name!r}: a latent_model needs encoder='gaussian' (its q(z|x) is the proposal)")
+    if self.adversary is not None and not self.adversary.heads:
+      raise ValueError(f"variant {self.name!r}: an adversary names at least one of its heads")
     missing = [k for k in self.hparams.values() if k not in self.options]
     if missing:
       raise ValueError(f"variant {self.name!r}: hparams keys {missing} need a default in `options`")
@@ -139,12 +170,25 @@ class LatentModel:
                   per example, from the decoder output for z; `hparams` are the member's (Variant.hparams)
   kl_per_unit     optional (mean (B, d), log_variance (B, d)) -> (B, d): KL(q(z_j|x) || p(z_j)) in closed
                   form, to rank latent units (traversals); None: units are ranked by Var_x(E_q[z_j|x])
+  bind            optional params -> LatentModel: the model with one member's parameters closed over, for a
+                  prior or posterior with learned parts (VampPrior's pseudo-inputs, a flow). Evaluation
+                  calls `model.bound(params)` before using any function; None: nothing to bind.
+  posterior       optional (x (B, *data_shape), keys (B,) typed PRNG keys, num) -> (z (B, num, d),
+                  log_q (B, num)): samples of q(z|x) and their log-density in nats, the proposal of the
+                  importance-sampled likelihood when q is not the encoder's diagonal Gaussian (a normalizing
+                  flow); usually set by `bind`. None: the encoder's Gaussian N(mean, exp(log_variance)).
   """
   log_prior: Callable
   sample_prior: Callable
   prior_quantile: Callable
   log_likelihood: Callable
   kl_per_unit: Callable | None = None
+  bind: Callable | None = None
+  posterior: Callable | None = None
+
+  def bound(self, params) -> LatentModel:
+    """This model with one member's `params` in its functions (itself when there is nothing to bind)."""
+    return self if self.bind is None else self.bind(params)
 
 
 def standard_normal_model(config, net) -> LatentModel:
@@ -173,6 +217,23 @@ def standard_normal_model(config, net) -> LatentModel:
       return -0.5 * sq / sigma**2 - 0.5 * d * jnp.log(2 * jnp.pi * sigma**2)
 
   return LatentModel(log_prior, sample_prior, ndtri, log_likelihood, losses.kl_per_unit)
+
+
+def decoder_log_likelihood(config, net) -> Callable:
+  """(params, logits (B, *data_shape), x (B, *data_shape), hparams) -> (B,) float32 log p(x | z), nats per example.
+
+  The decoder likelihood of `loss.reconstruction`, the same one `standard_normal_model` evaluates, for the
+  objectives (ELBO, IWAE bound, ...) of every Gaussian-encoder variant; `params` reach likelihoods with
+  learned parts (`likelihood_heads`).
+  """
+  model = standard_normal_model(config, net)
+  return lambda params, logits, x, hp: model.bound(params).log_likelihood(logits, x, hp)
+
+
+def likelihood_heads(config) -> dict:
+  """{name: flax module}: the heads a decoder likelihood adds to the network (Variant.heads of every
+  Gaussian-encoder variant includes them); none for the fixed likelihoods."""
+  return {}
 
 
 _REGISTRY: dict[str, Variant] = {}
