@@ -21,8 +21,9 @@ held-out data or on `--data`. What is computed depends on what the run's variant
                     variant's posterior, e.g. a flow), next to the ELBO; samples from the prior,
                     spherical interpolations, traversals of units ranked by KL, and for d=2 the
                     decoded manifold over the prior's quantiles (Kingma & Welling 2014, fig. 4).
-  no latent model   samples decoded from a Gaussian mixture fitted to training codes (`--gmm_components`,
-                    default 10, full covariance; ex-post density estimation, Ghosh et al. 2020 sec. 4).
+  no latent model   samples decoded from the variant's code prior (`Variant.code_prior`: WAE, AAE) or else
+                    from a Gaussian mixture fitted to training codes (`--gmm_components`, default 10, full
+                    covariance; ex-post density estimation, Ghosh et al. 2020 sec. 4).
 
 Writes `<workdir>/evaluation.json` (per member, mean ± std over healthy seeds per setting, the shape
 of summary.json, so `report.format_table` prints it), figures under `<workdir>/figures/eval_*.png`
@@ -448,7 +449,8 @@ def evaluate_run(run, options: Options = Options(), quiet: bool = False) -> dict
 
   labelled = train_split is not None and data_lib.has_labels(train_split) and data_lib.has_labels(held)
   # Training codes: for the probes, and for the code density that samples a model without a prior.
-  wants_density = model is None and options.figures and options.gmm_components > 0 and len(net.data_shape) == 3
+  wants_density = (model is None and variant.code_prior is None and options.figures and options.gmm_components > 0
+                   and len(net.data_shape) == 3)
   z_tr = tr = None
   if train_split is not None and ((labelled and options.probes) or wants_density):
     tr = train_split
@@ -585,6 +587,11 @@ def figures(run, result: dict, figdir: str, options: Options = Options()) -> lis
       samples = decode(net, params, zs)
       paths.append(plots.image_grid(samples.reshape(8, 8, *samples.shape[1:]), name("samples"),
                                     title=f"{variant.name}{where}, seed {seed}: decoded means of z ~ p(z)"))
+    elif variant.code_prior is not None:
+      zs = np.asarray(variant.code_prior(run.config)(jax.random.key(seed), (64, flat.shape[1])), np.float32)
+      samples = decode(net, params, zs.reshape(64, *z.shape[1:]))
+      paths.append(plots.image_grid(samples.reshape(8, 8, *samples.shape[1:]), name("samples"),
+                                    title=f"{variant.name}{where}, seed {seed}: decoded samples of the prior p(z)"))
     elif arrays.get("train_codes") is not None and np.isfinite(arrays["train_codes"][i]).all():
       gmm = fit_code_density(arrays["train_codes"][i], options.gmm_components, seed)
       zs = gmm.sample(64)[0].astype(np.float32).reshape(64, *z.shape[1:])

@@ -111,6 +111,8 @@ class Variant:
                rather than trained from the updated running state, after every update and `constrain`
                (e.g. BatchTopK's inference threshold, so that inference needs only the params); the loss
                must give those parameters a zero gradient
+  code_prior   optional config -> ((key, shape) -> z): the prior p(z) a deterministic encoder's codes are
+               matched to (WAE, AAE); evaluation decodes its samples (instead of a GMM fitted to the codes)
   adversary    optional `Adversary`: some of the variant's heads are a second network (a discriminator)
                with its own optimizer, updated in the same compiled step from the same loss (see Adversary)
   """
@@ -135,6 +137,7 @@ class Variant:
   latent_model: Callable[[Any, Any], LatentModel] | None = None
   data_init: Callable[[Any, Any, Any], Callable | None] | None = None
   update_params: Callable[[Any], Callable | None] | None = None
+  code_prior: Callable[[Any], Callable] | None = None
   adversary: Adversary | None = None
 
   def __post_init__(self):
