@@ -218,6 +218,28 @@ def fit_code_density(codes: np.ndarray, components: int = 10, seed: int = 0):
   return gmm.fit(flat)
 
 
+def sample_codes(variant, config, model, n: int, seed: int, code_shape: tuple, train_codes=None,
+                 gmm_components: int = 10) -> tuple[np.ndarray, str] | None:
+  """n latent codes to decode as samples of one member, and what they are; None when the model has no sampler.
+
+  In order: the member's latent model (`model`, already bound to its params: z ~ p(z)); the variant's
+  `code_prior` (WAE, AAE); else a `gmm_components` GMM fitted to that member's training codes
+  (`fit_code_density`; none when `train_codes` is None or not finite). Keys: jax.random.key(seed); the GMM's
+  random_state is `seed`. Returns float32 (n, *code_shape).
+  """
+  d = int(np.prod(code_shape))
+  if model is not None:
+    return np.asarray(model.sample_prior(jax.random.key(seed), (n, d)), np.float32).reshape(n, *code_shape), "means of z ~ p(z)"
+  if variant.code_prior is not None:
+    z = variant.code_prior(config)(jax.random.key(seed), (n, d))
+    return np.asarray(z, np.float32).reshape(n, *code_shape), "samples of the prior p(z)"
+  if train_codes is None or not np.isfinite(train_codes).all():
+    return None
+  gmm = fit_code_density(train_codes, gmm_components, seed)
+  z = gmm.sample(n)[0].astype(np.float32).reshape(n, *code_shape)
+  return z, f"samples of a {gmm.n_components}-component GMM fitted to training codes (Ghosh et al. 2020)"
+
+
 def lerp(a, b, steps: int) -> np.ndarray:
   """Straight line from code a to code b (any shape): (steps, *a.shape)."""
   t = np.linspace(0.0, 1.0, steps).reshape(-1, *([1] * np.ndim(a)))
@@ -581,25 +603,13 @@ def figures(run, result: dict, figdir: str, options: Options = Options()) -> lis
     span = "prior quantiles 0.05-0.95" if model is not None else "5th-95th percentile of the unit"
     paths.append(plots.image_rows(rows, [f"unit {j} ({what} {score[j]:.2g})" for j in top], name("traversals"),
                                   f"{variant.name}{where}, seed {seed}: one unit at a time over its {span}"))
-    if member_model is not None:
-      key = jax.random.key(seed)
-      zs = np.asarray(member_model.sample_prior(key, (64, flat.shape[1])))
-      samples = decode(net, params, zs)
+    train_codes = arrays.get("train_codes")
+    drawn = sample_codes(variant, run.config, member_model, 64, seed, z.shape[1:],
+                         None if train_codes is None else train_codes[i], options.gmm_components)
+    if drawn is not None:
+      samples = decode(net, params, drawn[0])
       paths.append(plots.image_grid(samples.reshape(8, 8, *samples.shape[1:]), name("samples"),
-                                    title=f"{variant.name}{where}, seed {seed}: decoded means of z ~ p(z)"))
-    elif variant.code_prior is not None:
-      zs = np.asarray(variant.code_prior(run.config)(jax.random.key(seed), (64, flat.shape[1])), np.float32)
-      samples = decode(net, params, zs.reshape(64, *z.shape[1:]))
-      paths.append(plots.image_grid(samples.reshape(8, 8, *samples.shape[1:]), name("samples"),
-                                    title=f"{variant.name}{where}, seed {seed}: decoded samples of the prior p(z)"))
-    elif arrays.get("train_codes") is not None and np.isfinite(arrays["train_codes"][i]).all():
-      gmm = fit_code_density(arrays["train_codes"][i], options.gmm_components, seed)
-      zs = gmm.sample(64)[0].astype(np.float32).reshape(64, *z.shape[1:])
-      samples = decode(net, params, zs)
-      paths.append(plots.image_grid(samples.reshape(8, 8, *samples.shape[1:]), name("samples"),
-                                    title=f"{variant.name}{where}, seed {seed}: decoded samples of a "
-                                          f"{gmm.n_components}-component GMM fitted to training codes "
-                                          f"(Ghosh et al. 2020)"))
+                                    title=f"{variant.name}{where}, seed {seed}: decoded {drawn[1]}"))
     if flat.shape[1] == 2:
       k = 20
       if member_model is not None:
