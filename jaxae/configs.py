@@ -20,9 +20,10 @@ from jaxae.sources import folder
 
 BACKBONES = ("mlp", "conv", "linear")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
-SCHEDULES = ("constant", "cosine", "warmup_cosine")
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "iwae")  # iwae: Burda et al. 2016, 10^(-i/7) for 3^i epochs
 RECONSTRUCTIONS = ("mse", "bce")  # Gaussian / Bernoulli likelihood of the decoder.
 OUTPUTS = ("sigmoid", "identity")
+BINARIZATIONS = ("none", "dynamic", "static")  # data.binarize (Salakhutdinov & Murray 2008; Burda et al. 2016)
 
 # The optimizer's sweepable scalars (every variant has them): per-member arrays in the optimizer state
 # (optax.inject_hyperparams), so sweeping them costs no recompilation. Variants add their own
@@ -79,6 +80,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.image_size = ()  # folder: / hf: images resized to (height, width); () = all must share one size.
   c.data.label_column = ""  # csv: / hf: the label column, a name or an index; '' = none (hf: 'label').
   c.data.normalize = "none"  # 'none' | 'minmax' | 'standardize' | 'unit_mean_square', training-split statistics.
+  c.data.binarize = "none"  # 'dynamic': Bernoulli pixels drawn anew every step; 'static': once (held-out: once)
   c.data.stream = "auto"  # 'true': batches from host/disk (jaxae/stream.py); 'false': all on the device; 'auto'
 
   c.model = ml_collections.ConfigDict()
@@ -323,6 +325,9 @@ def _check_data(config) -> None:
     raise ConfigError(str(e)) from None
   _choice(config, "data.normalize", data_lib.NORMALIZATIONS)
   _choice(config, "data.stream", ("auto", "true", "false"))
+  _choice(config, "data.binarize", BINARIZATIONS)
+  if data.binarize != "none" and data.normalize != "none":
+    raise ConfigError(f"data.binarize={data.binarize!r} draws pixels from intensities in [0, 1]: it needs data.normalize='none'")
 
 
 def _check_keys(config, known, prefix: str) -> None:

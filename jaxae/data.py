@@ -185,7 +185,33 @@ def load(data_config) -> Data:
     train = random_subset(train, data_config.max_train, TRAIN_SUBSET_SEED)
   if data_config.max_eval:
     held = random_subset(held, data_config.max_eval, EVAL_SUBSET_SEED)
+  binarize = data_config.get("binarize", "none")
+  if binarize != "none":  # held-out data: binarized once; training data too when 'static' ('dynamic': per step)
+    held = binarized(held, BINARIZE_SEED + 1)
+    if binarize == "static":
+      train = binarized(train, BINARIZE_SEED)
   return Data(train, held, eval_name)
+
+
+BINARIZE_SEED = 1234  # data.binarize: the fixed draw of static binarization (training; held-out data use + 1)
+BINARIZE_SALT = 13  # data.binarize='dynamic': a step's pixels are fold_in(step key, 13)'s Bernoulli draws
+
+
+def binarized(split: Split, seed: int) -> Split:
+  """The split with each pixel drawn once as Bernoulli(intensity in [0, 1]) (stochastic binarization,
+  Salakhutdinov & Murray 2008), stored as uint8 {0, 255} (to_float: {0, 1}). Raises DataError for
+  inputs outside [0, 1] after `to_float`, or lazy (memory-mapped) inputs (binarize dynamically instead).
+  """
+  if not isinstance(split.x, np.ndarray):
+    raise DataError(f"data.binarize='static' needs the inputs of {split.name} in memory; use data.binarize='dynamic'")
+  rng = np.random.default_rng(seed)
+  out = np.empty(split.x.shape, np.uint8)
+  for start in range(0, len(split.x), 4096):
+    p = to_float(split.x[start:start + 4096])
+    if p.min(initial=0) < 0 or p.max(initial=0) > 1:
+      raise DataError(f"data.binarize needs intensities in [0, 1]; {split.name} has values in [{p.min():g}, {p.max():g}]")
+    out[start:start + len(p)] = np.where(rng.random(p.shape, np.float32) < p, 255, 0)
+  return dataclasses.replace(split, x=out)
 
 
 def to_float(x):

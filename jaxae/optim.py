@@ -13,15 +13,33 @@ import optax
 
 
 def schedule_multiplier(config, steps_per_epoch: int):
-  """count -> factor in [0, 1] applied to the base learning rate ('constant' | 'cosine' | 'warmup_cosine')."""
+  """count -> factor in [0, 1] applied to the base learning rate ('constant' | 'cosine' | 'warmup_cosine' | 'iwae')."""
   total = config.train.epochs * steps_per_epoch
   name = config.optimizer.schedule
   if name == "constant":
     return lambda count: jnp.ones([], jnp.float32)
   if name == "cosine":
     return optax.cosine_decay_schedule(1.0, decay_steps=max(total, 1))
+  if name == "iwae":
+    return iwae_multiplier(steps_per_epoch)
   warmup = config.optimizer.warmup_epochs * steps_per_epoch
   return optax.warmup_cosine_decay_schedule(0.0, 1.0, warmup_steps=warmup, decay_steps=max(total, warmup + 1))
+
+
+def iwae_multiplier(steps_per_epoch: int):
+  """count -> 10^(-i/7) during the 3^i epochs (passes) of stage i = 0, 1, 2, ...: Burda et al. 2016, sec. 5.
+
+  Stage i starts after sum_{j<i} 3^j = (3^i - 1) / 2 epochs, so the paper's eight stages (i = 0..7) are
+  3,280 epochs; later epochs stay in stage 8, 9, ... (the same rule continued).
+  """
+  # Float: late stage starts overflow int32; counts are exact in float32 up to 2^24 steps.
+  starts = jnp.asarray([(3**i - 1) // 2 * steps_per_epoch for i in range(1, 21)], jnp.float32)
+
+  def multiplier(count):
+    stage = jnp.sum(jnp.asarray(count, jnp.float32) >= starts)
+    return jnp.power(10.0, -stage.astype(jnp.float32) / 7.0)
+
+  return multiplier
 
 
 def make_optimizer(config, steps_per_epoch: int, adversary=None) -> optax.GradientTransformation:

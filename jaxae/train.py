@@ -196,7 +196,7 @@ def reported(metrics: dict) -> dict:
 
 def train_step(state: TrainState, x_all, y_all, idx, *, loss_fn: Callable, prepare: Callable = data_lib.to_float,
                transform_grads: Callable | None = None, constrain: Callable | None = None,
-               update_params: Callable | None = None, num_train: int = 0) -> TrainState:
+               update_params: Callable | None = None, num_train: int = 0, binarize: bool = False) -> TrainState:
   """One optimizer step of one member on the batch `idx` of the (device-resident) training data.
 
   x_all (N, *data_shape) as stored (uint8 or float), y_all (N,) int32, idx (B,) int32; `prepare`
@@ -204,9 +204,14 @@ def train_step(state: TrainState, x_all, y_all, idx, *, loss_fn: Callable, prepa
   `state.metric_sums`; a variant's running state comes back as metrics['_aux'].
   `transform_grads(params, grads)`, `constrain(params)` and `update_params(params, aux)` are the
   variant's optional hooks. The batch also holds the member's step (schedules) and `num_train`, the
-  training-set size N (estimators of the aggregate posterior q(z), e.g. beta-TCVAE's).
+  training-set size N (estimators of the aggregate posterior q(z), e.g. beta-TCVAE's). `binarize`: the
+  inputs are drawn as Bernoulli(intensity) pixels, anew at every step (data.binarize='dynamic').
   """
-  batch = {"x": prepare(x_all[idx]), "y": y_all[idx], "step": state.step, "num_train": num_train}
+  x = prepare(x_all[idx])
+  if binarize:
+    key = jax.random.fold_in(step_key(state), data_lib.BINARIZE_SALT)
+    x = jax.random.bernoulli(key, x).astype(x.dtype)
+  batch = {"x": x, "y": y_all[idx], "step": state.step, "num_train": num_train}
   if state.aux is not None:
     batch["aux"] = state.aux
   grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, state.hparams, batch, step_key(state), True)
@@ -244,7 +249,7 @@ def make_program(config, net: models.Net, num_train: int, member_loop: str = "vm
   step = functools.partial(train_step, loss_fn=loss_fn, prepare=net.prepare, constrain=constrain,
                            transform_grads=variant.transform_grads(config) if variant.transform_grads else None,
                            update_params=variant.update_params(config) if variant.update_params else None,
-                           num_train=num_train)
+                           num_train=num_train, binarize=config.data.binarize == "dynamic")
   finalize = variant.finalize or (lambda m: m)
   tx = optim.make_optimizer(config, spe, variant.adversary)
   sample = jnp.zeros((1, *net.data_shape), jnp.float32)
