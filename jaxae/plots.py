@@ -132,6 +132,26 @@ def metric_vs_value(values, means, stds, path: str, xlabel: str, ylabel: str, ti
   return _save(fig, path)
 
 
+def metric_curves(curves: dict, references: dict, path: str, xlabel: str, ylabel: str, title: str = "") -> str:
+  """One line per name of `curves` {name: (xs, ys)} with its reference value {name: y} as a dashed line of
+  the same colour (a paper's number); log x axis when xs span > 1 decade."""
+  fig, ax = plt.subplots(figsize=(5.5, 3.8))
+  xs_all = []
+  for name, (xs, ys) in curves.items():
+    line = ax.plot(xs, ys, marker="o", label=name)[0]
+    if name in references:
+      ax.axhline(references[name], color=line.get_color(), linestyle="--", linewidth=1)
+    xs_all += list(xs)
+  if xs_all and min(xs_all) > 0 and max(xs_all) / min(xs_all) > 10:
+    ax.set_xscale("log")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title, fontsize=9)
+  ax.legend(fontsize=8)
+  ax.grid(alpha=0.3)
+  return _save(fig, path)
+
+
 def sweep_figures(points: list[tuple[dict, dict]], keys: list[str], figdir: str) -> list[str]:
   """Each metric against the swept value(s): error bars for one key, a heatmap of means for two.
 
