@@ -103,10 +103,11 @@ def main(argv=None):
   history_path = os.path.join(args.out, "history.json")
   history = json.load(open(history_path)) if os.path.exists(history_path) else {}
   results = {}
-  for row in rows:
-    workdir = os.path.join(args.out, "runs", row)
-    hist = history.setdefault(row, {})
-    for passes in [s for s in STAGES if s <= args.passes] or [args.passes]:
+  # Stage by stage, every row at each stage: an interrupted study has all rows at comparable passes.
+  for passes in [s for s in STAGES if s <= args.passes] or [args.passes]:
+    for row in rows:
+      workdir = os.path.join(args.out, "runs", row)
+      hist = history.setdefault(row, {})
       config = row_config(row, args)
       config.train.epochs = passes
       t = time.perf_counter()
@@ -117,9 +118,10 @@ def main(argv=None):
         common.write_json(history_path, history)
         print(f"{row}: {passes} passes, test -log p(x) {np.mean(hist[str(passes)]['nll']):.2f} "
               f"(K={args.stage_samples}, {args.stage_examples} images)", flush=True)
-    done = max(int(p) for p in hist)
-    final = nll(workdir, args.num_samples, args.max_examples)
-    results[row] = {"passes": done, "nll_per_seed": final, "paper": PAPER[row],
+  for row in rows:
+    hist = history[row]
+    final = nll(os.path.join(args.out, "runs", row), args.num_samples, args.max_examples)
+    results[row] = {"passes": max(int(p) for p in hist), "nll_per_seed": final, "paper": PAPER[row],
                     "train_seconds": sum(h.get("train_seconds", 0.0) for h in hist.values())}
   table = []
   for row, r in results.items():
