@@ -21,7 +21,10 @@ from jaxae.sources import folder
 BACKBONES = ("mlp", "conv", "linear")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "iwae")  # iwae: Burda et al. 2016, 10^(-i/7) for 3^i epochs
-RECONSTRUCTIONS = ("mse", "bce")  # Gaussian / Bernoulli likelihood of the decoder.
+# The decoder's likelihood (variants.base.standard_normal_model): Gaussian with fixed std, Bernoulli,
+# continuous Bernoulli (Loaiza-Ganem & Cunningham 2019), Gaussian with a learned std (Gaussian encoders only).
+RECONSTRUCTIONS = ("mse", "bce", "continuous_bernoulli", "gaussian_learned")
+UNIT_INTERVAL_RECONSTRUCTIONS = ("bce", "continuous_bernoulli")  # likelihoods of inputs in [0, 1], from sigmoid logits
 OUTPUTS = ("sigmoid", "identity")
 BINARIZATIONS = ("none", "dynamic", "static")  # data.binarize (Salakhutdinov & Murray 2008; Burda et al. 2016)
 
@@ -296,8 +299,12 @@ def validate(config) -> None:
         models.user_module(spec, get(config, key + "_kwargs").to_dict())  # imported now: errors before any data
       except models.NetworkError as e:
         raise ConfigError(f"{key}: {e}") from None
-  if config.loss.reconstruction == "bce" and config.model.output != "sigmoid":
-    raise ConfigError("loss.reconstruction='bce' needs model.output='sigmoid' (the decoder returns Bernoulli logits)")
+  if config.loss.reconstruction in UNIT_INTERVAL_RECONSTRUCTIONS and config.model.output != "sigmoid":
+    raise ConfigError(f"loss.reconstruction={config.loss.reconstruction!r} needs model.output='sigmoid' (the decoder "
+                      f"returns the logits of lambda)")
+  if config.loss.reconstruction == "gaussian_learned" and variant.encoder != "gaussian":
+    raise ConfigError(f"loss.reconstruction='gaussian_learned' (a learned sigma) needs a Gaussian-encoder variant; "
+                      f"variant={config.variant!r} takes 'mse', 'bce' or 'continuous_bernoulli'")
   _check_data(config)
   if config.log.wandb:
     import importlib.util

@@ -440,8 +440,9 @@ def evaluate_run(run, options: Options = Options(), quiet: bool = False) -> dict
 
   model = variant.latent_model(config, net) if variant.latent_model is not None else None
   if model is not None and options.num_samples > 0:
-    if config.loss.reconstruction == "bce" and (x.min() < 0 or x.max() > 1):
-      raise data_lib.DataError(f"the Bernoulli likelihood needs inputs in [0, 1]; {data_name} takes values in "
+    if config.loss.reconstruction in configs.UNIT_INTERVAL_RECONSTRUCTIONS and (x.min() < 0 or x.max() > 1):
+      raise data_lib.DataError(f"the likelihood of loss.reconstruction={config.loss.reconstruction!r} needs inputs in "
+                               f"[0, 1]; {data_name} takes values in "
                                f"[{x.min():g}, {x.max():g}] after the run's normalizer")
     t = time.perf_counter()
     ll = importance_sampled_log_likelihood(net, model, run.params, member_hparams(config, members), x,

@@ -79,9 +79,9 @@ def check_data(config, data: data_lib.Data, normalizer=None) -> None:
         raise data_lib.DataError(f"variant={variant.name!r} needs labels, but {split.name} has none: give "
                                  f"data.labels='npy:PATH', an npz with y, one sub-folder per class, or data.label_column")
   variant.check_data(config, data)
-  if config.loss.reconstruction == "bce":
+  if config.loss.reconstruction in configs.UNIT_INTERVAL_RECONSTRUCTIONS:
     for split in (data.train, data.eval):
-      data_lib.check_unit_interval(split, "loss.reconstruction='bce'", normalizer)
+      data_lib.check_unit_interval(split, f"loss.reconstruction={config.loss.reconstruction!r}", normalizer)
 
 
 def _labels(split: data_lib.Split):

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Mapping
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import ndtri
@@ -194,13 +195,46 @@ class LatentModel:
     return self if self.bind is None else self.bind(params)
 
 
+LIKELIHOOD_HEAD = "likelihood"  # the head holding a likelihood's learned parameters (params['params']['heads_likelihood'])
+
+
+class LogSigmaHead(nn.Module):
+  """The learned log standard deviation of `loss.reconstruction='gaussian_learned'`, as a head.
+
+  Ignores its input (the latent) and returns its one parameter `log_sigma_offset`, a float32 scalar
+  initialized at 0: sigma = loss.gaussian_sigma * exp(log_sigma_offset), so the member's
+  `gaussian_sigma` (sweepable) is the initial standard deviation (see `learned_log_sigma`).
+  """
+
+  @nn.compact
+  def __call__(self, z, train: bool = False):
+    return self.param("log_sigma_offset", nn.initializers.zeros, (), jnp.float32)
+
+
+def learned_log_sigma(net, params, hparams):
+  """log sigma (float32 scalar) of the 'gaussian_learned' decoder: log(hparams['gaussian_sigma']) plus the
+  head's learned offset (`LogSigmaHead`). params: one member's variables, built with `likelihood_heads`."""
+  offset = net.head(params, LIKELIHOOD_HEAD, jnp.zeros((1, 1), jnp.float32))
+  return jnp.log(hparams["gaussian_sigma"]) + offset
+
+
 def standard_normal_model(config, net) -> LatentModel:
   """p(z) = N(0, I) and the decoder likelihood of `loss.reconstruction`: the VAE of Kingma & Welling 2014.
 
-  'bce': Bernoulli p(x | z) with logits from the decoder (sum over elements of x log sigmoid(l) +
-  (1 - x) log sigmoid(-l)); 'mse': Gaussian N(x | net.mean(logits), sigma^2 I) with sigma the member's
-  hparams['gaussian_sigma'] (`loss.gaussian_sigma`), normalizing constant included, so log p(x) is a
-  density of continuous x.
+  log p(x | z) in nats per example, a proper density (normalizing constants included), from the decoder
+  logits l for z:
+  'bce'                   Bernoulli, sum over elements of x log sigmoid(l) + (1 - x) log sigmoid(-l)
+                          (a probability mass for binary x)
+  'continuous_bernoulli'  the continuous Bernoulli of Loaiza-Ganem & Cunningham 2019 (eq. 7), lambda =
+                          sigmoid(l): the Bernoulli term plus log C(lambda), a density on [0, 1]^D
+                          (`losses.continuous_bernoulli_log_prob`)
+  'mse'                   Gaussian N(x | net.mean(l), sigma^2 I), sigma the member's hparams['gaussian_sigma']
+                          (`loss.gaussian_sigma`, fixed)
+  'gaussian_learned'      Gaussian N(x | net.mean(l), sigma^2 I) with one learned sigma per member (a scalar:
+                          the sigma-VAE of Rybkin et al. 2021, "Simple and effective VAE training with
+                          calibrated decoders"), held by the `LogSigmaHead` of
+                          `likelihood_heads`: sigma = gaussian_sigma * exp(offset). Its log_likelihood needs
+                          the parameters: call `model.bound(params)` first (the unbound one raises ValueError).
   """
   def log_prior(z):
     return -0.5 * jnp.sum(jnp.square(z) + jnp.log(2 * jnp.pi), axis=-1)
@@ -208,10 +242,23 @@ def standard_normal_model(config, net) -> LatentModel:
   def sample_prior(key, shape):
     return jax.random.normal(key, shape, jnp.float32)
 
-  if config.loss.reconstruction == "bce":
+  kind = config.loss.reconstruction
+  bind = None
+  if kind == "bce":
     def log_likelihood(logits, x, hparams):
       per = jnp.maximum(logits, 0) - logits * x + jnp.log1p(jnp.exp(-jnp.abs(logits)))
       return -jnp.sum(per.reshape(per.shape[0], -1), axis=-1)
+  elif kind == "continuous_bernoulli":
+    def log_likelihood(logits, x, hparams):
+      return losses.continuous_bernoulli_log_prob(logits, x)
+  elif kind == "gaussian_learned":
+    def log_likelihood(logits, x, hparams):
+      raise ValueError("loss.reconstruction='gaussian_learned' learns its sigma: use model.bound(params).log_likelihood")
+
+    def bind(params):
+      def bound_log_likelihood(logits, x, hparams):
+        return losses.gaussian_log_prob(net.mean(logits), x, learned_log_sigma(net, params, hparams))
+      return dataclasses.replace(model, log_likelihood=bound_log_likelihood, bind=None)
   else:
     def log_likelihood(logits, x, hparams):
       sigma = hparams["gaussian_sigma"]
@@ -219,15 +266,16 @@ def standard_normal_model(config, net) -> LatentModel:
       d = x[0].size
       return -0.5 * sq / sigma**2 - 0.5 * d * jnp.log(2 * jnp.pi * sigma**2)
 
-  return LatentModel(log_prior, sample_prior, ndtri, log_likelihood, losses.kl_per_unit)
+  model = LatentModel(log_prior, sample_prior, ndtri, log_likelihood, losses.kl_per_unit, bind=bind)
+  return model
 
 
 def decoder_log_likelihood(config, net) -> Callable:
   """(params, logits (B, *data_shape), x (B, *data_shape), hparams) -> (B,) float32 log p(x | z), nats per example.
 
-  The decoder likelihood of `loss.reconstruction`, the same one `standard_normal_model` evaluates, for the
-  objectives (ELBO, IWAE bound, ...) of every Gaussian-encoder variant; `params` reach likelihoods with
-  learned parts (`likelihood_heads`).
+  The decoder likelihood of `loss.reconstruction` ('bce', 'continuous_bernoulli', 'mse', 'gaussian_learned'),
+  the same one `standard_normal_model` evaluates, for the objectives (ELBO, IWAE bound, ...) of every
+  Gaussian-encoder variant; `params` reach likelihoods with learned parts (`likelihood_heads`).
   """
   model = standard_normal_model(config, net)
   return lambda params, logits, x, hp: model.bound(params).log_likelihood(logits, x, hp)
@@ -235,8 +283,9 @@ def decoder_log_likelihood(config, net) -> Callable:
 
 def likelihood_heads(config) -> dict:
   """{name: flax module}: the heads a decoder likelihood adds to the network (Variant.heads of every
-  Gaussian-encoder variant includes them); none for the fixed likelihoods."""
-  return {}
+  Gaussian-encoder variant includes them): {'likelihood': LogSigmaHead()} for 'gaussian_learned', none
+  for the fixed likelihoods."""
+  return {LIKELIHOOD_HEAD: LogSigmaHead()} if config.loss.reconstruction == "gaussian_learned" else {}
 
 
 _REGISTRY: dict[str, Variant] = {}
@@ -283,15 +332,25 @@ def reconstruction(config, net) -> Callable:
 
   'mse': per-element MSE of the reconstruction mean (Gaussian likelihood up to constants);
   'bce': Bernoulli cross-entropy from logits in nats per example (sum over elements), reported also
-  as `recon_bce`. metrics always hold `recon_mse`.
+  as `recon_bce`; 'continuous_bernoulli': -log p(x | z) of the continuous Bernoulli (Loaiza-Ganem &
+  Cunningham 2019, eq. 7) in nats per example, reported also as `recon_nll`. metrics always hold
+  `recon_mse` (of net.mean(logits) = sigmoid(logits), the decoder's lambda). 'gaussian_learned' needs
+  parameters (a Gaussian-encoder variant's `decoder_log_likelihood`): ValueError here (configs.validate
+  refuses it for variants with a deterministic encoder).
   """
   kind = config.loss.reconstruction
+  if kind == "gaussian_learned":
+    raise ValueError("loss.reconstruction='gaussian_learned' learns its sigma: only Gaussian-encoder variants "
+                     "(base.decoder_log_likelihood) take it")
 
   def term(logits, x):
     mse = losses.mse(net.mean(logits), x)
     if kind == "bce":
       bce = losses.bce_with_logits(logits, x)
       return bce, {"recon_bce": bce, "recon_mse": mse}
+    if kind == "continuous_bernoulli":
+      nll = -jnp.mean(losses.continuous_bernoulli_log_prob(logits, x))
+      return nll, {"recon_nll": nll, "recon_mse": mse}
     return mse, {"recon_mse": mse}
 
   return term
