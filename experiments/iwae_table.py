@@ -92,7 +92,7 @@ def main(argv=None):
 
   args = common.parse_args(__doc__.splitlines()[0], argv, extra=flags)
   if args.smoke:
-    args.seeds, args.passes, args.batch = 2, 4, 64
+    args.seeds, args.passes, args.batch = 2, 1, 64
     args.num_samples = args.stage_samples = 20
     args.max_examples = args.stage_examples = 100
   started = time.perf_counter()

@@ -347,3 +347,33 @@ def test_scalar_denoising_learns_the_closed_form(tmp_path):
   assert np.isclose(got["a"], a) and np.isclose(got["c"], c)
   loss = lambda a, c: 4 * (a - 1) ** 2 + 2 * (a - 1) * c * m + c ** 2 + a ** 2 * s2
   assert np.isclose(got["train_loss"], loss(a, c))
+
+
+def test_zoo(tmp_path, mnist_test_dir):
+  """Study 16 on four models (a prior, a code prior, a GMM on codes, none): the evaluate numbers it
+  tabulates agree with the training program's own held-out evaluation of the same 500 test images."""
+  from experiments import zoo
+  res = _run(zoo, tmp_path, mnist_test_dir, "--models=vanilla,vae,wae,rae")
+  assert "zoo_samples.png" in _pngs(tmp_path) and set(res["models"]) == {"vanilla", "vae", "wae", "rae"}
+  for name, r in res["models"].items():
+    summary = json.load(open(tmp_path / "runs" / name / "summary.json"))["settings"][0]["eval"]
+    if name != "vae":  # a deterministic code: evaluate's reconstruction is the training program's, bit for bit
+      np.testing.assert_allclose(r["per_seed"]["recon_mse"], summary["recon_mse"]["per_seed"], rtol=1e-5)
+    assert ("nll" in r["per_seed"]) == (name == "vae")
+  vae = res["models"]["vae"]["per_seed"]
+  assert np.all(np.asarray(vae["nll"]) <= np.asarray(vae["neg_elbo"]) + 0.5)  # the K-sample bound beats the ELBO
+  assert res["models"]["vae"]["welch_p"] == {} or all(v is None for v in res["models"]["vae"]["welch_p"].values())
+
+
+def test_iwae_table(tmp_path, mnist_test_dir):
+  """Study 17's smoke version (2 rows, 1 pass of dynamically binarized training images): its -log p(x) is
+  below the training program's held-out bound, and the stage history is written for a resumed call."""
+  from experiments import iwae_table
+  res = _run(iwae_table, tmp_path, mnist_test_dir, "--rows=vae1,iwae5")
+  assert "nll_vs_passes.png" in _pngs(tmp_path)
+  for row in ("vae1", "iwae5"):
+    r = res["rows"][row]
+    assert r["passes"] == 1 and r["paper"] == iwae_table.PAPER[row] and len(r["nll_per_seed"]) == 2
+    held = json.load(open(tmp_path / "runs" / row / "summary.json"))["settings"][0]["eval"]["loss"]["per_seed"]
+    assert np.all(np.asarray(r["nll_per_seed"]) <= np.asarray(held) + 1.0)  # -log p(x) <= -bound (+ MC noise)
+  assert set(json.load(open(tmp_path / "history.json"))) == {"vae1", "iwae5"}
