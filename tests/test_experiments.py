@@ -362,7 +362,6 @@ def test_zoo(tmp_path, mnist_test_dir):
     assert ("nll" in r["per_seed"]) == (name == "vae")
   vae = res["models"]["vae"]["per_seed"]
   assert np.all(np.asarray(vae["nll"]) <= np.asarray(vae["neg_elbo"]) + 0.5)  # the K-sample bound beats the ELBO
-  assert res["models"]["vae"]["welch_p"] == {} or all(v is None for v in res["models"]["vae"]["welch_p"].values())
 
 
 def test_iwae_table(tmp_path, mnist_test_dir):
