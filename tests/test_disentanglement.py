@@ -265,6 +265,17 @@ def test_codes_mixing_factors_score_in_between(synthetic):
     assert low[key] + 0.1 < mid[key] < high[key] - 0.1, (key, low[key], mid[key], high[key])
 
 
+def test_dci_with_gradient_boosted_trees_as_disentanglement_lib():
+  rng = np.random.default_rng(8)
+  f = rng.integers(0, 2, (150, 2))  # two-valued factors: one tree per boosting stage
+  z = np.concatenate([f + 0.0, rng.normal(size=(150, 1))], axis=1)
+  d = dis.dci(z[:100], f[:100], z[100:], f[100:], predictor="gbt")
+  assert d["disentanglement"] > 0.95 and d["completeness"] > 0.95 and d["informativeness"] == 1.0
+  assert np.argmax(d["importance"], axis=0).tolist() == [0, 1]
+  with pytest.raises(ValueError, match="predictor='svm'"):
+    dis.dci(z, f, z, f, predictor="svm")
+
+
 def test_metrics_refuse_bad_inputs():
   f = _table(50, 0)
   with pytest.raises(ValueError, match="at least 2 code units"):
