@@ -1,7 +1,7 @@
 """Datasets for training: reading through `jaxae.sources`, held-out splits, checks, feature scaling.
 
 Every source yields `Split(x, labels)`: inputs x of shape (N, H, W, C) (images) or (N, D) (vectors)
-and labels (N,) int32, or None when the source has none. uint8 inputs mean [0, 255] and are scaled to
+and labels (N,) int32, or None when the source has none (and ground-truth `factors` (N, F), `dsprites`). uint8 inputs mean [0, 255] and are scaled to
 [0, 1] by `to_float` on the device, so a dataset is held once, in its compact dtype; other numeric
 dtypes are taken as they are. `npy:` inputs are a `LazyArray` of memory-mapped rows: everything here
 reads them in chunks of rows (`row_chunks`), never whole.
@@ -68,7 +68,8 @@ def _storage_order(x):
 
 
 def check_split(split: Split) -> None:
-  """Raises DataError unless inputs are numbers, (N, D) or (N, H, W, C), N > 0, finite, with N labels.
+  """Raises DataError unless inputs are numbers, (N, D) or (N, H, W, C), N > 0, finite, with N labels
+  (and N rows of factors, one per factor name).
 
   Reads a LazyArray in chunks of rows.
   """
@@ -81,6 +82,10 @@ def check_split(split: Split) -> None:
     raise DataError(f"{name} is empty (0 examples)")
   if split.labels is not None and len(split.labels) != len(x):
     raise DataError(f"{name} has {len(x)} inputs but {len(split.labels)} labels")
+  if split.factors is not None and (np.ndim(split.factors) != 2 or len(split.factors) != len(x)
+                                    or np.shape(split.factors)[1] != len(split.factor_names)):
+    raise DataError(f"{name} has {len(x)} inputs but factors of shape {np.shape(split.factors)} for "
+                    f"{len(split.factor_names)} factor names")
   if x.dtype.kind == "f":
     start = 0
     for chunk in row_chunks(x):
@@ -144,7 +149,7 @@ def _with_labels(split: Split, labels_source: str) -> Split:
     return split
   if has_labels(split):
     raise DataError(f"data.labels={labels_source!r} is set, but {split.name} has labels of its own")
-  return Split(split.x, read_labels(labels_source), split.name)
+  return dataclasses.replace(split, labels=read_labels(labels_source))
 
 
 def _holdout(split: Split, fraction: float) -> tuple[Split, Split]:

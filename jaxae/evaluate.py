@@ -15,7 +15,9 @@ held-out data or on `--data`. What is computed depends on what the run's variant
                     |z_j| > 1e-6 per example) and dead units (never above); with labels, a linear probe
                     (logistic regression on standardized codes) and 5-NN accuracy, fit on training codes
                     and scored on held-out codes (scikit-learn); a 2-D scatter of the codes (PCA or
-                    t-SNE above d=2, named on the figure), interpolations and traversals.
+                    t-SNE above d=2, named on the figure), interpolations and traversals; with factors
+                    of variation (`Split.factors`, e.g. data.source=dsprites), the disentanglement
+                    metrics of `jaxae.disentanglement` (mig, dci_*, sap, factorvae_score).
   a latent model    (`Variant.latent_model`, the VAE) the importance-sampled log-likelihood with K
                     samples of q(z|x) (Burda et al. 2016, eq. 8; q is the encoder's Gaussian or the
                     variant's posterior, e.g. a flow), next to the ELBO; samples from the prior,
@@ -54,7 +56,7 @@ EXPORT_DIR = "export"
 EXPORTS = ("codes", "scores")
 ACTIVE_THRESHOLD = 0.01  # Burda et al. 2016, sec. 5.2: unit j is active when Var_x(E_q[z_j | x]) > 0.01
 L0_EPS = 1e-6  # a unit is "on" for an example when |z_j| > L0_EPS
-IS_SALT, BINARIZE_SEED, PAIRS_SEED, PROBE_SEED = 11, 3, 4, 5
+IS_SALT, BINARIZE_SEED, PAIRS_SEED, PROBE_SEED, DISENTANGLEMENT_SEED = 11, 3, 4, 5, 6
 
 
 # --- estimators: pure functions of arrays, one member or a leading member axis ------------------------------
@@ -358,6 +360,7 @@ class Options:
   probes: bool = True  # linear-probe and k-NN accuracy when the data are labelled
   probe_examples: int = 10000  # training examples the probes (and the code density) are fit on (a fixed random subset)
   gmm_components: int = 10  # samples of a model without a prior: a GMM fitted to training codes (0: none)
+  disentanglement_examples: int = 10000  # data with factors: held-out (and training) codes scored (0: skip)
   batch_size: int = 100  # examples per call of the likelihood estimate
   sample_chunk: int = 100  # samples of q(z|x) decoded at once per example
 
@@ -490,6 +493,11 @@ def evaluate_run(run, options: Options = Options(), quiet: bool = False) -> dict
     notes["probe_accuracy"] = (f"logistic regression on standardized codes, fit on {len(tr)} training codes, scored on "
                                f"the {n} held-out codes; knn_accuracy: 5 nearest neighbours")
     _log(f"  probes on {len(tr)} training codes: {time.perf_counter() - t:.1f}s", quiet)
+  if held.factors is not None and options.disentanglement_examples > 0:
+    t = time.perf_counter()
+    scores, notes["mig"] = _disentanglement(net, config, run.params, member_loop, held, z, train_split, options)
+    metrics.update(scores)
+    _log(f"  disentanglement metrics: {time.perf_counter() - t:.1f}s", quiet)
 
   settings = sorted({m["setting_index"] for m in members})
   healthy = np.asarray([i not in run.diverged and all(np.isfinite(v[i]) for v in metrics.values()) for i in range(num)])
@@ -510,6 +518,38 @@ def evaluate_run(run, options: Options = Options(), quiet: bool = False) -> dict
   out["_arrays"] = {"x": x, "labels": held.labels, "codes": z, "mse": mse, "nll": nll_per_example, "healthy": healthy,
                     "model": model, "train_codes": z_tr if wants_density else None}
   return out
+
+
+def _disentanglement(net, config, params, member_loop, held, z, train_split, options) -> tuple[dict, str]:
+  """({key: (M,) float64} of `disentanglement.KEYS`, a note) of every member's codes z (M, N, ...) of the
+  held-out split: MIG and the FactorVAE score of (a fixed random subset of) the held-out codes; DCI and SAP
+  fitted on as many training codes (when the training split has factors, else on the first half of the
+  held-out subset and scored on the second). NaN for members with non-finite codes; ({}, why) for codes
+  of one unit or fewer than 4 held-out examples."""
+  from jaxae import disentanglement
+
+  n = options.disentanglement_examples
+  rng = np.random.default_rng(DISENTANGLEMENT_SEED)
+  test = rng.permutation(len(held))[:n]
+  z_te, f_te = z[:, test].reshape(len(z), len(test), -1), held.factors[test]
+  if z_te.shape[-1] < 2 or len(test) < 4:
+    return {}, "no disentanglement metrics: they need codes of 2 or more units and 4 or more examples"
+  if train_split is not None and train_split.factors is not None:
+    tr = data_lib.random_subset(train_split, min(n, len(train_split)), DISENTANGLEMENT_SEED)
+    z_tr = codes_and_errors(net, config, params, _prepared(net, tr.x), member_loop=member_loop)[0]
+    z_tr, f_tr, fit = z_tr.reshape(len(z_tr), len(tr), -1), tr.factors, f"{len(tr)} training codes"
+  else:
+    half = len(test) // 2
+    z_tr, f_tr, z_te, f_te = z_te[:, :half], f_te[:half], z_te[:, half:], f_te[half:]
+    fit = f"{half} held-out codes (the training data have no factors)"
+  out = {k: np.full(len(z), np.nan) for k in disentanglement.KEYS}
+  for i in range(len(z)):
+    if np.isfinite(z_tr[i]).all() and np.isfinite(z_te[i]).all():
+      for k, v in disentanglement.metrics(z_tr[i], f_tr, z_te[i], f_te, seed=DISENTANGLEMENT_SEED).items():
+        out[k][i] = v
+  names = ", ".join(held.factor_names)
+  return out, (f"disentanglement of the codes against the {len(held.factor_names)} factors ({names}), jaxae."
+               f"disentanglement: mig, factorvae_score on {len(f_te)} held-out codes; dci_* and sap fitted on {fit}")
 
 
 # --- figures ----------------------------------------------------------------------------------------------
@@ -752,6 +792,8 @@ def main(argv=None) -> int:
   p.add_argument("--gmm_components", type=int, default=defaults.gmm_components,
                  help="samples of a model without a prior: a full-covariance GMM with this many components fitted "
                       "to training codes (Ghosh et al. 2020; 0: no samples)")
+  p.add_argument("--disentanglement_examples", type=int, default=defaults.disentanglement_examples,
+                 help="data with factors: held-out and training codes the disentanglement metrics use (0: skip)")
   args = p.parse_args(argv)
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)
@@ -759,8 +801,8 @@ def main(argv=None) -> int:
   options = Options(data=args.data, split=args.split, num_samples=args.num_samples, max_examples=args.max_examples,
                     binarize=args.binarize, export=tuple(e for e in args.export.split(",") if e),
                     figures=not args.no_figures, embedding=args.embedding, batch_size=args.batch_size,
-                    gmm_components=args.gmm_components)
-  for key in ("num_samples", "max_examples", "batch_size", "gmm_components"):
+                    gmm_components=args.gmm_components, disentanglement_examples=args.disentanglement_examples)
+  for key in ("num_samples", "max_examples", "batch_size", "gmm_components", "disentanglement_examples"):
     if getattr(options, key) < 0 or (key == "batch_size" and options.batch_size == 0):
       print(f"error: --{key}={getattr(options, key)} must be {'positive' if key == 'batch_size' else 'non-negative'}",
             file=sys.stderr)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from jaxae.sources import arrays, embedded, folder, hf, idx, table, tfds
+from jaxae.sources import arrays, dsprites, embedded, folder, hf, idx, table, tfds
 from jaxae.sources.base import DataError, Options, Split
 
 Reader = Callable[[str, Options], Split]
@@ -54,3 +54,4 @@ register("npz", arrays.read_npz, "npz:PATH")
 register("folder", folder.read, "folder:DIR")
 register("csv", table.read, "csv:PATH")
 register("hf", hf.read, "hf:PATH")
+register("dsprites", dsprites.read, "dsprites")

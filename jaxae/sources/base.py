@@ -28,18 +28,25 @@ class Split:
     (`data.to_float` scales it to [0, 1]); every other numeric dtype is taken as it is.
   labels: (N,) int32 class indices, or None when the source has no labels.
   name: what the data is ("data.source='npy:x.npy'"), for error messages.
+  factors: (N, F) int32 indices of the ground-truth factors of variation of each example (`dsprites`),
+    or None: what the disentanglement metrics of `jaxae.evaluate` score codes against.
+  factor_names: the F factors' names, () without factors.
   """
   x: Any
   labels: np.ndarray | None = None
   name: str = "data"
+  factors: np.ndarray | None = None
+  factor_names: tuple[str, ...] = ()
 
   def __len__(self) -> int:
     return len(self.x)
 
   def take(self, index) -> Split:
-    """The rows `index` (1-D integers) in that order; a LazyArray stays lazy (nothing is read)."""
+    """The rows `index` (1-D integers) in that order, with their labels and factors; a LazyArray stays lazy
+    (nothing is read)."""
     x = self.x[index] if isinstance(self.x, np.ndarray) else self.x.select(index)
-    return Split(x, None if self.labels is None else self.labels[index], self.name)
+    pick = lambda a: None if a is None else a[index]
+    return dataclasses.replace(self, x=x, labels=pick(self.labels), factors=pick(self.factors))
 
 
 def has_labels(split: Split) -> bool:
