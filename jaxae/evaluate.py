@@ -26,6 +26,10 @@ held-out data or on `--data`. What is computed depends on what the run's variant
   no latent model   samples decoded from the variant's code prior (`Variant.code_prior`: WAE, AAE) or else
                     from a Gaussian mixture fitted to training codes (`--gmm_components`, default 10, full
                     covariance; ex-post density estimation, Ghosh et al. 2020 sec. 4).
+  28x28x1 samples   (any sampler above; `--generation_samples`, default 2000) frechet_distance, precision and
+                    recall (k=3) of decoded samples against as many held-out images, in the feature space of
+                    jaxae's reference MNIST classifier (`jaxae.generation`, `jaxae.reference`): NOT Inception FID,
+                    not comparable with Inception-based numbers.
 
 Writes `<workdir>/evaluation.json` (per member, mean ± std over healthy seeds per setting, the shape
 of summary.json, so `report.format_table` prints it), figures under `<workdir>/figures/eval_*.png`
@@ -57,6 +61,7 @@ EXPORTS = ("codes", "scores")
 ACTIVE_THRESHOLD = 0.01  # Burda et al. 2016, sec. 5.2: unit j is active when Var_x(E_q[z_j | x]) > 0.01
 L0_EPS = 1e-6  # a unit is "on" for an example when |z_j| > L0_EPS
 IS_SALT, BINARIZE_SEED, PAIRS_SEED, PROBE_SEED, DISENTANGLEMENT_SEED = 11, 3, 4, 5, 6
+GENERATION_SEED = 7  # the held-out subset that samples are compared with
 
 
 # --- estimators: pure functions of arrays, one member or a leading member axis ------------------------------
@@ -342,6 +347,40 @@ def member_hparams(config, members: list[dict]) -> dict[str, np.ndarray]:
           for key, name in configs.sweepable(config).items()}
 
 
+def generation_quality(run, x: np.ndarray, code_shape: tuple, model, train_codes, n: int,
+                       gmm_components: int = 10) -> dict | None:
+  """{'frechet_distance', 'precision', 'recall'}: (M,) float64 per member, or None when it does not apply.
+
+  Applies to 28x28x1 inputs x (N, 28, 28, 1) in [0, 1] of a run whose members can be sampled (`sample_codes`:
+  the latent model `model`, the code prior, or a GMM on `train_codes` (M, N_train, *code_shape)). n decoded samples per
+  member (reconstruction means, keys from the member's seed) against n held-out images (a fixed random subset of
+  x), in the feature space of jaxae's reference MNIST classifier (`jaxae.generation`; NOT Inception FID).
+  NaN for a member without samples or with non-finite ones.
+  """
+  from jaxae import generation, reference
+
+  net = run.model
+  n = min(n, len(x))
+  if tuple(net.data_shape) != (28, 28, 1) or n < 4 or x.min() < 0 or x.max() > 1:
+    return None
+  real = x if len(x) == n else x[np.sort(np.random.default_rng(GENERATION_SEED).choice(len(x), n, replace=False))]
+  real_feats = reference.features(real)
+  out = {k: np.full(len(run.members), np.nan) for k in ("frechet_distance", "precision", "recall")}
+  for i, m in enumerate(run.members):
+    params = jax.tree.map(lambda a: a[i], run.params)
+    drawn = sample_codes(run.variant, run.config, model.bound(params) if model is not None else None, n, m["seed"],
+                         code_shape, None if train_codes is None else train_codes[i], gmm_components)
+    if drawn is None:
+      continue
+    fake = decode(net, params, drawn[0])
+    if not np.isfinite(fake).all():
+      continue
+    fake_feats = reference.features(np.clip(fake, 0.0, 1.0))
+    out["frechet_distance"][i] = generation.frechet_distance(real_feats, fake_feats)
+    out["precision"][i], out["recall"][i] = generation.precision_recall(real_feats, fake_feats, k=3)
+  return None if np.isnan(out["frechet_distance"]).all() else out
+
+
 # --- a workdir --------------------------------------------------------------------------------------------
 
 
@@ -363,6 +402,7 @@ class Options:
   disentanglement_examples: int = 10000  # data with factors: held-out (and training) codes scored (0: skip)
   batch_size: int = 100  # examples per call of the likelihood estimate
   sample_chunk: int = 100  # samples of q(z|x) decoded at once per example
+  generation_samples: int = 2000  # samples (and held-out images) for frechet_distance, precision, recall (0: skip)
 
 
 def _log(msg: str, quiet: bool) -> None:
@@ -475,8 +515,9 @@ def evaluate_run(run, options: Options = Options(), quiet: bool = False) -> dict
 
   labelled = train_split is not None and data_lib.has_labels(train_split) and data_lib.has_labels(held)
   # Training codes: for the probes, and for the code density that samples a model without a prior.
-  wants_density = (model is None and variant.code_prior is None and options.figures and options.gmm_components > 0
-                   and len(net.data_shape) == 3)
+  wants_generation = options.generation_samples > 0 and tuple(net.data_shape) == (28, 28, 1)
+  wants_density = (model is None and variant.code_prior is None and (options.figures or wants_generation)
+                   and options.gmm_components > 0 and len(net.data_shape) == 3)
   z_tr = tr = None
   if train_split is not None and ((labelled and options.probes) or wants_density):
     tr = train_split
@@ -498,6 +539,19 @@ def evaluate_run(run, options: Options = Options(), quiet: bool = False) -> dict
     scores, notes["mig"] = _disentanglement(net, config, run.params, member_loop, held, z, train_split, options)
     metrics.update(scores)
     _log(f"  disentanglement metrics: {time.perf_counter() - t:.1f}s", quiet)
+
+  if wants_generation:
+    t = time.perf_counter()
+    quality = generation_quality(run, x, z.shape[2:], model, z_tr if wants_density else None,
+                                 options.generation_samples, options.gmm_components)
+    if quality is not None:
+      metrics.update(quality)
+      notes["frechet_distance"] = (
+          f"Frechet distance (Heusel et al. 2017, eq. 6) between {min(n, options.generation_samples)} decoded samples "
+          f"and as many held-out images in the 128-d feature space of jaxae's reference MNIST classifier "
+          f"(jaxae.reference): NOT Inception FID, not comparable with Inception-based numbers; precision and recall: "
+          f"k=3 nearest-neighbour manifolds in the same space (Kynkaanniemi et al. 2019)")
+      _log(f"  generation quality, {min(n, options.generation_samples)} samples: {time.perf_counter() - t:.1f}s", quiet)
 
   settings = sorted({m["setting_index"] for m in members})
   healthy = np.asarray([i not in run.diverged and all(np.isfinite(v[i]) for v in metrics.values()) for i in range(num)])
@@ -794,6 +848,9 @@ def main(argv=None) -> int:
                       "to training codes (Ghosh et al. 2020; 0: no samples)")
   p.add_argument("--disentanglement_examples", type=int, default=defaults.disentanglement_examples,
                  help="data with factors: held-out and training codes the disentanglement metrics use (0: skip)")
+  p.add_argument("--generation_samples", type=int, default=defaults.generation_samples,
+                 help="28x28x1 images: decoded samples (and held-out images) for frechet_distance, precision and recall "
+                      "in the feature space of jaxae's reference MNIST classifier, not Inception FID (0: skip)")
   args = p.parse_args(argv)
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)
@@ -801,8 +858,10 @@ def main(argv=None) -> int:
   options = Options(data=args.data, split=args.split, num_samples=args.num_samples, max_examples=args.max_examples,
                     binarize=args.binarize, export=tuple(e for e in args.export.split(",") if e),
                     figures=not args.no_figures, embedding=args.embedding, batch_size=args.batch_size,
-                    gmm_components=args.gmm_components, disentanglement_examples=args.disentanglement_examples)
-  for key in ("num_samples", "max_examples", "batch_size", "gmm_components", "disentanglement_examples"):
+                    gmm_components=args.gmm_components, disentanglement_examples=args.disentanglement_examples,
+                    generation_samples=args.generation_samples)
+  for key in ("num_samples", "max_examples", "batch_size", "gmm_components", "disentanglement_examples",
+              "generation_samples"):
     if getattr(options, key) < 0 or (key == "batch_size" and options.batch_size == 0):
       print(f"error: --{key}={getattr(options, key)} must be {'positive' if key == 'batch_size' else 'non-negative'}",
             file=sys.stderr)
