@@ -132,7 +132,8 @@ def image_program(program):
     recon = net.mean(net.decode(params, code(params, x)))
     if model is None:
       return recon, None
-    z = model.sample_prior(jax.random.fold_in(jax.random.key(seed), SAMPLES_SALT), (NUM_SAMPLES, variant_dim(net, params)))
+    z = model.bound(params).sample_prior(jax.random.fold_in(jax.random.key(seed), SAMPLES_SALT),  # a learned prior
+                                         (NUM_SAMPLES, variant_dim(net, params)))
     return recon, net.mean(net.decode(params, z))
 
   return jax.jit(lambda params, x: jax.vmap(member, in_axes=(0, 0, None))(params, seeds, net.prepare(x)))
