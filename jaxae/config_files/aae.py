@@ -1,0 +1,19 @@
+"""Adversarial autoencoder (Makhzani et al. 2016): Bernoulli decoder, latent 8, codes matched to N(0, I).
+
+The loss is the reconstruction cross-entropy in nats per image + aae_weight * the encoder's
+non-saturating GAN loss, plus the latent discriminator's cross-entropy (2 x 512 leaky-ReLU units,
+Adam(1e-4, b1=0.5, b2=0.9), the keys and defaults FactorVAE's discriminator shares).
+"""
+
+from jaxae.configs import base_config
+
+
+def get_config():
+  config = base_config()
+  config.variant = "aae"
+  config.loss.reconstruction = "bce"  # Bernoulli likelihood from logits; 'mse' = MSE of sigmoid outputs
+  config.loss.aae_weight = 1.0
+  config.model.latent_dim = 8
+  config.adversary.hidden = (512, 512)
+  config.adversary.learning_rate = 1e-4
+  return config
