@@ -3,9 +3,10 @@ optimizer (`base.Adversary`, `optim.make_optimizer`), trained from the one loss 
 
 Each test compares against an independent computation: permute_dims with NumPy; the split gradient of
 the combined loss against jax.grad of separately written objectives (the model's with the discriminator
-held constant, the discriminator's with the codes held constant); one train step against manual optax
-steps (the run's Adam with L2 weight decay on the model, Adam(adversary.*) on the discriminator); an
-interrupted-and-resumed run against an uninterrupted one, bit for bit.
+held constant, the discriminator's with the codes held constant); two train steps against manual optax
+steps (the run's Adam with L2 weight decay on the model, Adam(adversary.*) on the discriminator); the
+discriminator's held-out accuracy before and after a tiny training; an interrupted-and-resumed run
+against an uninterrupted one, bit for bit.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import optax
 import pytest
 
 from conftest import ROOT, run_main, tiny_config
-from jaxae import configs, evaluate, optim, report, train
+from jaxae import configs, evaluate, optim, report, sharding, train
 from jaxae import data as data_lib
 from jaxae import run as run_lib
 from jaxae.variants import _adversarial, aae, base, factor_vae
@@ -78,7 +79,10 @@ def test_discriminator_terms_against_numpy():
 def _setup(variant_file, batch=6, **overrides):
   config = tiny_config(variant_file, adversary__hidden=SMALL_D, **overrides)
   net = train.build_net(config, (28, 28, 1))
-  params = jax.jit(net.init)(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+  # Random parameters of the network's shapes (NumPy: nothing to compile), weights ~ N(0, 1 / fan_in).
+  shapes = jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+  rng = np.random.RandomState(1)
+  params = jax.tree.map(lambda a: jnp.asarray(rng.randn(*a.shape).astype(np.float32) / np.sqrt(a.shape[0])), shapes)
   x = jnp.asarray(np.random.RandomState(2).rand(batch, 28, 28, 1).astype(np.float32))
   b = {"x": x, "y": jnp.zeros((batch,), jnp.int32), "step": jnp.zeros([], jnp.int32), "num_train": 256}
   return config, net, params, b
@@ -167,10 +171,10 @@ def test_gradient_of_the_one_loss_splits_into_the_two_objectives(variant_file, w
 
   combined = jax.jit(lambda p, h: jax.value_and_grad(loss_fn, has_aux=True)(p, h, batch, key, True))
   (loss, metrics), grads = combined(params0, hp)
-  model_grads = jax.jit(jax.grad(model_objective))(params0)
-  disc_grads = jax.jit(jax.grad(disc_objective))(params0["params"][HEAD])
+  separate = jax.jit(lambda p: (jax.value_and_grad(model_objective)(p),
+                                jax.value_and_grad(disc_objective)(p["params"][HEAD])))
+  (model_value, model_grads), (disc_value, disc_grads) = separate(params0)
   # The loss is the sum of the two objectives; each part of its gradient is its own objective's.
-  model_value, disc_value = jax.jit(lambda p: (model_objective(p), disc_objective(p["params"][HEAD])))(params0)
   np.testing.assert_allclose(loss, model_value + disc_value, rtol=1e-5)
   np.testing.assert_allclose(metrics["disc_loss"], disc_value, rtol=1e-5)
   _assert_close_trees(grads["params"][HEAD], disc_grads, "discriminator")
@@ -202,14 +206,16 @@ def test_adversary_labels_only_its_heads():
 TINY = ["--config.num_seeds=2", "--config.data.max_train=256", "--config.data.max_eval=64", "--config.train.batch_size=32",
         "--config.model.hidden=(64,32)", "--config.model.latent_dim=8", "--config.train.figures=False",
         "--config.train.progress=False", "--config.train.epochs=2", "--config.train.steps_per_call=1",
-        "--config.adversary.hidden=(32,32)", "--config.adversary.learning_rate=0.001"]
+        "--config.adversary.hidden=(32,32)", "--config.adversary.learning_rate=0.001", "--config.log.images=0",
+        "--config.log.tensorboard=False"]
 
 
 def _tiny_factor_vae(**overrides):
   """tiny_config with the values of TINY (the resumed run must be the same config; the train-step test's
   program is then the run's, compiled once)."""
   return tiny_config("factor_vae", **{"train__steps_per_call": 1, "adversary__hidden": (32, 32),
-                                      "adversary__learning_rate": 0.001, **overrides})
+                                      "adversary__learning_rate": 0.001, "log__images": 0, "log__tensorboard": False,
+                                      **overrides})
 
 
 
@@ -243,8 +249,9 @@ def test_train_steps_update_discriminator_with_its_adam_and_model_with_the_runs_
   config = _tiny_factor_vae(num_seeds=1, optimizer__weight_decay=0.01,
                             sweep=json.dumps({"optimizer.learning_rate": list(lr)}))
   data = data_lib.load(config.data)
-  x, y = data.train.x, data.train.labels
-  program = train.build(config, x.shape[1:], len(x))
+  mesh = sharding.member_mesh(2)  # built as run.py builds it, so the run below reuses these compiled programs
+  program = train.build(config, data.train.x.shape[1:], len(data.train), mesh, train_x=data.train.x)
+  x, y = sharding.replicate((data.train.x, data.train.labels), mesh)
   state = program.init_state()
   order = np.asarray(program.epoch_order(state, 0))
   params = [jax.device_get(state.params)]
@@ -252,26 +259,27 @@ def test_train_steps_update_discriminator_with_its_adam_and_model_with_the_runs_
     state = program.train_chunk(state, x, y, order, offset)
     params.append(jax.device_get(state.params))
   loss_fn = factor_vae.make_loss(config, program.net)
-  grad_fn = jax.jit(lambda p, hp, b, key: jax.grad(loss_fn, has_aux=True)(p, hp, {**b, "num_train": len(x)}, key, True)[0],
+  grad_fn = jax.jit(lambda p, hp, b, key: jax.grad(loss_fn, has_aux=True)(p, hp, {**b, "num_train": len(data.train)}, key, True)[0],
                     compiler_options=train.compiler_options(config))
+  # The run's optimizer on the model: Adam with L2 weight decay added to the gradient (optimizer.name='adam');
+  # the discriminator's: Adam(adversary.learning_rate, b1, b2), no weight decay.
+  tx = lambda rate: optax.chain(optax.add_decayed_weights(0.01), optax.adam(rate))
+  dtx = optax.adam(config.adversary.learning_rate, b1=config.adversary.b1, b2=config.adversary.b2)
+  init = jax.jit(lambda model, disc: (tx(1.0).init(model), dtx.init(disc)))
+  manual = jax.jit(lambda rate, g_model, g_disc, opt, dopt, model, disc: (tx(rate).update(g_model, opt, model),
+                                                                          dtx.update(g_disc, dopt, disc)))
   for m, seed in enumerate(program.seeds):
     hp = {k: jnp.asarray(v[m]) for k, v in program.hparams.items()}
     assert float(hp["learning_rate"]) == pytest.approx(lr[m])
-    # The run's optimizer on the model: Adam with L2 weight decay added to the gradient (optimizer.name='adam');
-    # the discriminator's: Adam(adversary.learning_rate, b1, b2), no weight decay.
-    tx = optax.chain(optax.add_decayed_weights(0.01), optax.adam(lr[m]))
-    dtx = optax.adam(config.adversary.learning_rate, b1=config.adversary.b1, b2=config.adversary.b2)
-    model, disc = _split(_member(params[0], m))
-    opt, dopt = tx.init(model), dtx.init(disc)
+    opt, dopt = init(*_split(_member(params[0], m)))
     for step in range(2):  # two steps: the second depends on b1, b2 (the first Adam step does not)
       p = _member(params[step], m)
       model, disc = _split(p)
       idx = order[m, step]
-      batch = {"x": program.net.prepare(x[idx]), "y": y[idx], "step": jnp.int32(step)}
+      batch = {"x": program.net.prepare(data.train.x[idx]), "y": data.train.labels[idx], "step": jnp.int32(step)}
       key = jax.random.fold_in(jax.random.fold_in(train.member_key(seed), 2), step)
       g_model, g_disc = _split({"params": grad_fn(p, hp, batch, key)["params"]})
-      u, opt = tx.update(g_model, opt, model)
-      du, dopt = dtx.update(g_disc, dopt, disc)
+      (u, opt), (du, dopt) = manual(jnp.float32(lr[m]), g_model, g_disc, opt, dopt, model, disc)
       got_model, got_disc = _split(_member(params[step + 1], m))
       _assert_same_steps(got_model, model, u, lr[m], f"member {m} step {step} model")
       _assert_same_steps(got_disc, disc, du, config.adversary.learning_rate, f"member {m} step {step} discriminator")
@@ -325,12 +333,36 @@ def test_end_to_end_run_learns_and_evaluates(trained):
   np.testing.assert_allclose(ev["neg_elbo"], e["neg_elbo"], rtol=0.03)
 
 
-def test_aae_discriminator_learns_to_tell_codes_from_prior_samples(tmp_path):
-  config = tiny_config("aae", adversary__hidden=(32, 32), adversary__learning_rate=0.001)
-  summary = run_lib.train_and_evaluate(config, str(tmp_path))
-  e = {k: np.asarray(v["per_seed"]) for k, v in summary["settings"][0]["eval"].items()}
-  # Held-out codes against fresh N(0, I) samples: better than chance, below the cross-entropy of a coin.
-  assert np.all(e["disc_accuracy"] > 0.6) and np.all(e["disc_loss"] < np.log(2))
+def test_aae_discriminator_learns_to_tell_codes_from_prior_samples():
+  # A tiny training (2 epochs of 8 steps) with the variant's loss and the run's two optimizers, then the
+  # discriminator on held-out codes against fresh N(0, I) samples.
+  config, net, params, _ = _setup("aae", adversary__learning_rate=0.001)
+  data = data_lib.load(config.data)
+  x, held = jnp.asarray(net.prepare(data.train.x)), jnp.asarray(net.prepare(data.eval.x))
+  loss_fn = aae.make_loss(config, net)
+  tx = optim.make_optimizer(config, 8, aae.VARIANT.adversary)
+  hp = {"aae_weight": jnp.float32(1.0)}
+  order = np.concatenate([np.random.RandomState(e).permutation(len(x)) for e in range(2)]).reshape(16, 32)
+
+  @jax.jit
+  def metrics_before_and_after(params):
+    def step(carry, idx_i):
+      params, opt = carry
+      idx, i = idx_i
+      batch = {"x": x[idx], "y": jnp.zeros(32, jnp.int32), "step": i, "num_train": len(x)}
+      grads = jax.grad(loss_fn, has_aux=True)(params, hp, batch, jax.random.key(i), True)[0]
+      updates, opt = tx.update(grads, opt, params)
+      return (optax.apply_updates(params, updates), opt), None
+
+    evaluate_on = lambda p: loss_fn(p, hp, {"x": held, "y": jnp.zeros(len(held), jnp.int32), "step": 0,
+                                            "num_train": len(x)}, jax.random.key(99), False)[1]
+    opt = optim.set_hyperparams(tx.init(params), 1e-3, 0.0)
+    (trained, _), _ = jax.lax.scan(step, (params, opt), (order, jnp.arange(16)))
+    return evaluate_on(params), evaluate_on(trained)
+
+  before, e = metrics_before_and_after(params)
+  assert float(e["disc_accuracy"]) > max(0.6, float(before["disc_accuracy"]) + 0.1), (before, e)
+  assert float(e["disc_loss"]) < min(np.log(2), float(before["disc_loss"])), (before, e)
   np.testing.assert_allclose(e["loss"], e["recon_bce"] + e["adversarial_loss"] + e["disc_loss"], rtol=1e-5)
 
 
@@ -363,9 +395,11 @@ def test_sigterm_mid_epoch_then_resume_is_bit_identical(trained, tmp_path, monke
   step, params, state = raw(tmp_path)
   assert step == 12
   # Both optimizers' states are in the checkpoint: the discriminator's Adam has counted its 12 steps.
-  counts = [np.asarray(a) for p, a in jax.tree_util.tree_leaves_with_path(state["opt_state"])
-            if "count" in jax.tree_util.keystr(p)]
-  assert counts and all(np.all(c == 12) for c in counts)
+  counts = {jax.tree_util.keystr(p): np.asarray(a) for p, a in jax.tree_util.tree_leaves_with_path(state["opt_state"])
+            if "count" in jax.tree_util.keystr(p)}
+  for part in ("'adversary'", "'model'"):
+    assert any(part in k for k in counts), (part, list(counts))
+  assert all(np.all(c == 12) for c in counts.values()), counts
   monkeypatch.setattr(train, "run_epoch", real_run_epoch)
   run_lib.train_and_evaluate(_tiny_factor_vae(), str(tmp_path))
   (s1, p1, st1), (s2, p2, st2) = raw(tmp_path), raw(trained)

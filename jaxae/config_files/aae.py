@@ -2,7 +2,10 @@
 
 The loss is the reconstruction cross-entropy in nats per image + aae_weight * the encoder's
 non-saturating GAN loss, plus the latent discriminator's cross-entropy (2 x 512 leaky-ReLU units,
-Adam(1e-4, b1=0.5, b2=0.9), the keys and defaults FactorVAE's discriminator shares).
+Adam(1e-4, b1=0.5, b2=0.9), the keys and defaults FactorVAE's discriminator shares). aae_weight = 1: in a
+5-epoch check on the embedded MNIST (1 seed) weights 10 and 50 made the game unstable (held-out
+discriminator accuracy 0.33 and 0.85, mean squared code 2.6 and 12 against 1 under the prior) and the
+reconstruction worse (148 and 205 nats against 114).
 """
 
 from jaxae.configs import base_config
