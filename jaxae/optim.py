@@ -68,13 +68,21 @@ def make_optimizer(config, steps_per_epoch: int, adversary=None) -> optax.Gradie
       raise ValueError(f"optimizer.name={name!r} is not one of adam, adamw, sgd, rmsprop")
     return optax.chain(optax.add_decayed_weights(weight_decay), base)
 
+  def labels(params):
+    # 'adversary' or 'model' per leaf. An adversary owning no parameter (a head name that is not one of
+    # the network's) would leave its discriminator to the run's optimizer without a word: refused.
+    out = jax.tree_util.tree_map_with_path(
+        lambda path, _: "adversary" if adversary.is_adversary(tuple(getattr(k, "key", str(k)) for k in path))
+        else "model", params)
+    if "adversary" not in jax.tree.leaves(out):
+      raise ValueError(f"the adversary's heads {list(adversary.heads)} own no parameter of the network "
+                       f"(its modules: {sorted(params.get('params', params))})")
+    return out
+
   def build_with_adversary(learning_rate, weight_decay):
     model = build(learning_rate, weight_decay)
     if adversary is None:
       return model
-    labels = lambda params: jax.tree_util.tree_map_with_path(
-        lambda path, _: "adversary" if adversary.is_adversary(tuple(getattr(k, "key", str(k)) for k in path))
-        else "model", params)
     return optax.multi_transform({"model": model, "adversary": adversary.optimizer(config)}, labels)
 
   return optax.inject_hyperparams(build_with_adversary)(learning_rate=config.optimizer.learning_rate,

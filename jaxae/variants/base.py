@@ -61,7 +61,9 @@ class Adversary:
   simultaneous update, as pythae's coupled-optimizer trainer): the model's terms read the adversary's
   outputs through its parameters under `jax.lax.stop_gradient`, and the adversary's term reads
   codes under `stop_gradient`. `train_step` takes one gradient of that sum; `optim.make_optimizer`
-  routes each part to its optimizer (optax.multi_transform).
+  routes each part to its optimizer (optax.multi_transform), and refuses (ValueError) an adversary
+  whose heads own no parameter of the network, which would leave it to the run's optimizer.
+  The built-in discriminator and its keys: jaxae/variants/_adversarial.py (factor_vae, aae).
   """
   heads: tuple[str, ...]
   optimizer: Callable[[Any], Any]
