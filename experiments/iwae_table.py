@@ -108,16 +108,17 @@ def main(argv=None):
     for row in rows:
       workdir = os.path.join(args.out, "runs", row)
       hist = history.setdefault(row, {})
+      if str(passes) in hist:  # trained and evaluated by an earlier call
+        continue
       config = row_config(row, args)
       config.train.epochs = passes
       t = time.perf_counter()
       common.ensure_trained(config, workdir)
-      if str(passes) not in hist:
-        hist[str(passes)] = {"nll": nll(workdir, args.stage_samples, args.stage_examples),
-                             "train_seconds": time.perf_counter() - t}
-        common.write_json(history_path, history)
-        print(f"{row}: {passes} passes, test -log p(x) {np.mean(hist[str(passes)]['nll']):.2f} "
-              f"(K={args.stage_samples}, {args.stage_examples} images)", flush=True)
+      hist[str(passes)] = {"nll": nll(workdir, args.stage_samples, args.stage_examples),
+                           "train_seconds": time.perf_counter() - t}
+      common.write_json(history_path, history)
+      print(f"{row}: {passes} passes, test -log p(x) {np.mean(hist[str(passes)]['nll']):.2f} "
+            f"(K={args.stage_samples}, {args.stage_examples} images)", flush=True)
   for row in rows:
     hist = history[row]
     final = nll(os.path.join(args.out, "runs", row), args.num_samples, args.max_examples)

@@ -21,6 +21,9 @@ from jaxae.sources import folder
 BACKBONES = ("mlp", "conv", "linear")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "iwae")  # iwae: Burda et al. 2016, 10^(-i/7) for 3^i epochs
+# Schedules whose rate at a step depends on train.epochs (raising a run's epochs changes its rates, so a resumed
+# run must keep them); 'constant' and 'iwae' depend on the step alone.
+LENGTH_DEPENDENT_SCHEDULES = ("cosine", "warmup_cosine")
 # The decoder's likelihood (variants.base.standard_normal_model): Gaussian with fixed std, Bernoulli,
 # continuous Bernoulli (Loaiza-Ganem & Cunningham 2019), Gaussian with a learned std (Gaussian encoders only).
 RECONSTRUCTIONS = ("mse", "bce", "continuous_bernoulli", "gaussian_learned")

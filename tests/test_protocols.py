@@ -66,3 +66,14 @@ def test_dynamic_binarization_redraws_every_step_and_static_loads_binarized_spli
   assert set(np.unique(static.train.x)) <= {0, 255} and np.array_equal(static.eval.x, loaded.eval.x)
   with pytest.raises(configs.ConfigError, match="data.normalize"):
     tiny_config("vae", data__binarize="static", data__normalize="minmax")
+
+
+def test_more_epochs_resume_under_a_step_only_schedule_but_not_under_a_length_dependent_one():
+  """The iwae schedule's rate depends on the step alone: a run may be extended (study 17 runs in stages);
+  a cosine schedule's rates depend on train.epochs, so extending it is refused."""
+  from jaxae import workdir
+
+  for schedule, ok in (("iwae", True), ("constant", True), ("cosine", False), ("warmup_cosine", False)):
+    saved = configs.flatten(tiny_config("vae", optimizer__schedule=schedule, train__epochs=4))
+    now = configs.flatten(tiny_config("vae", optimizer__schedule=schedule, train__epochs=13))
+    assert (workdir.incompatible_keys(saved, now) == []) == ok, schedule
