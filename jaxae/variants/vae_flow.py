@@ -20,7 +20,8 @@ beta = `loss.beta` (1 is the ELBO). p(z) = N(0, I) and p(x|z) is the decoder lik
   iaf     [m, s] = MADE(z) (Germain et al. 2015: masked dense layers, one ELU hidden layer of `flow.hidden`
           units, output i a function of z_1..z_{i-1} only), sigma = sigmoid(s),
           z' = sigma * z + (1 - sigma) * m, log|det| = sum_i log sigma_i (Kingma et al. 2016, eq. 10-14,
-          the numerically stable update of their Algorithm 1; the bias of s starts at +1 as they advise).
+          the numerically stable update of their Algorithm 1; the bias of s starts at +2, as they advise, so
+          that each step first changes z only slightly (sigma about 0.88)).
           The order of the variables is reversed between steps.
 `flow.length` steps (static int, default 4). The flow's parameters are global, not amortized (as pythae's
 VAE_LinNF / VAE_IAF; no context h from the encoder): the head 'flow' holds them
@@ -54,7 +55,7 @@ from jaxae.variants import base
 REPARAMETERIZATION_SALT = 7  # the sample's key: fold_in(step key, 7), as vae.py
 HEAD = "flow"
 KINDS = ("planar", "iaf")
-IAF_SIGMA_BIAS = 1.0  # Kingma et al. 2016, sec. 4: s_t starts "sufficiently positive, close to +1 or +2"
+IAF_SIGMA_BIAS = 2.0  # Kingma et al. 2016, sec. 4: s_t initially positive (about +1 or +2): small first steps
 
 
 # --- planar flow (Rezende & Mohamed 2015) ------------------------------------------------------------------

@@ -10,16 +10,17 @@ after `net.prepare`), encoded by the same encoder as the data. They are the para
 initialized N(0.05, 0.01^2) as in the authors' code; with a Bernoulli decoder (`loss.reconstruction='bce'`,
 inputs in [0, 1]) the head returns them clipped to [0, 1] (the authors' hardtanh(0, 1)), otherwise as
 they are. The paper uses K = 500; the default here is 50 (pythae's VAMP default), so that encoding the
-pseudo-inputs costs about half a batch of 100 per step on a CPU. Pseudo-inputs are encoded without
+pseudo-inputs costs 40% of a batch of 128 per step (500: four batches). Pseudo-inputs are encoded without
 dropout (`train=False`): the prior is a deterministic function of the parameters, the same at training
-and at evaluation.
+and at evaluation. The variant builds its network (`Variant.network`: the built-in one plus this head)
+because the head needs the data's shape, which `Variant.heads(config)` is not given.
 
 The loss is the negative ELBO in nats per example, averaged over the batch,
 
     -E_q[log p(x|z)] + beta * E_q[log q(z|x) - log p(z)]
 
 with one reparameterized sample z ~ q(z|x) for both terms: the KL to a mixture has no closed form, so
-it is the single-sample Monte Carlo estimate (the paper's eq. 3 / 10 with L = 1). beta = `loss.beta`
+it is the single-sample Monte Carlo estimate log q(z|x) - log p(z). beta = `loss.beta`
 (1 is the ELBO). Metrics: loss, recon_nll (E_q[-log p(x|z)]), kl (the Monte Carlo KL), neg_elbo
 (recon_nll + kl), recon_mse (per element), active_units (Var_x E_q[z_j|x] > 0.01 over the batch).
 
