@@ -233,5 +233,5 @@ VARIANT = base.register(base.Variant(
     name="vqvae", make_loss=make_loss, make_code=make_code, heads=heads, validate=validate,
     init_aux=init_aux, update_params=update_params,
     hparams={"commitment": "vq.commitment", "ema_decay": "vq.ema_decay"},
-    options={"vq.num_codes": 128, "vq.code_dim": 32, "vq.commitment": 0.25, "vq.ema": False, "vq.ema_decay": 0.99},
+    options={"vq.num_codes": 128, "vq.code_dim": 4, "vq.commitment": 0.25, "vq.ema": False, "vq.ema_decay": 0.99},
     description="VQ-VAE: nearest-codebook quantization, straight-through gradient, commitment loss (EMA codebook)"))
