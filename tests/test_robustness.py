@@ -291,6 +291,80 @@ def test_workdir_from_before_manifests_keeps_its_rules(wd, monkeypatch, capsys):
   assert rc == 0 and not (wd / "manifest.jsonl").exists(), err
 
 
+# ------------------------------------------------------------------ 3. sweeps and seeds
+
+BAD_RANGES = {
+    # command-line flags: a needle of the one line
+    ("--config.seed=-1",): "seed=-1 must be a non-negative integer",
+    ("--config.num_seeds=0",): "num_seeds=0 must be a positive integer",
+    ("--config.num_seeds=-3",): "num_seeds=-3 must be a positive integer",
+    ("--config.seed=true",): "--config.seed='true' must be an integer",
+    ("--config.num_seeds=2.0",): "--config.num_seeds='2.0' must be an integer",
+    ("--config.seed=1e3",): "--config.seed='1e3' must be an integer",
+    ("--config.seed=4294967296",): "seeds are unsigned 32-bit: at most 4294967295",
+    ("--config.seed=4294967295", "--config.num_seeds=2"): "asks for seeds up to 4294967296",
+    ("--config.seed=" + "9" * 40,): "seeds are unsigned 32-bit",
+    ("--config.num_seeds=" + "9" * 40,): "seeds are unsigned 32-bit",
+    ("--config.num_seeds=2000000",): "num_seeds=2000000 is more than 1048576 members in one program",
+    ("--config.num_seeds=5000", '--config.sweep={"optimizer.learning_rate": [' + ",".join(
+        str(1e-3 + i * 1e-6) for i in range(300)) + "]}"): "1500000 members with num_seeds=5000 in one program",
+    ('--config.sweep={"model.latent_dim": [' + ",".join(map(str, range(1, 1100))) + '], "train.batch_size": [' +
+     ",".join(map(str, range(1, 1000))) + "]}",): "the sweep has 1097901 settings",
+    ('--config.sweep={"data.max_train": [100, 200]}',): "sweep key 'data.max_train' cannot be swept",
+    ('--config.sweep={"data.source": ["embedded", "npy:x.npy"]}',): "sweep key 'data.source' cannot be swept",
+    ('--config.sweep={"data.holdout_fraction": [0.1, 0.2]}',): "use one --workdir per value",
+}
+
+
+@pytest.mark.parametrize("flags", list(BAD_RANGES), ids=lambda f: " ".join(f)[:40])
+def test_seed_ranges_and_data_sweeps_are_refused(flags, wd, monkeypatch, capsys):
+  before = snapshot(wd)
+  rc, out, err = run_main(monkeypatch, capsys, f"--workdir={wd}", *ARGS, *flags)
+  assert rc == 2 and BAD_RANGES[flags] in one_line(err), err
+  assert snapshot(wd) == before
+
+
+@pytest.mark.parametrize("value", ["True", "2.5", "-2", "2**32"])
+def test_seed_in_a_config_file(value, tmp_path, monkeypatch, capsys):
+  """A config file's seed of the wrong kind or range (ConfigDict lets True replace an int)."""
+  path = tmp_path / "cfg.py"
+  path.write_text(f"from jaxae import configs\ndef get_config():\n  c = configs.base_config()\n  c.seed = {value}\n"
+                  "  return c\n")
+  rc, out, err = run_main(monkeypatch, capsys, f"--config={path}", f"--workdir={tmp_path / 'w'}")
+  assert rc == 2 and "seed" in one_line(err) and not (tmp_path / "w").exists(), err
+
+
+def test_highest_seeds_train_and_evaluate(tmp_path, monkeypatch, capsys):
+  """The last two uint32 seeds are valid: they train, resume and evaluate (no wrap-around to seed 0)."""
+  from jaxae import evaluate
+
+  wd = tmp_path / "w"
+  flags = [a for a in ARGS if not a.startswith(("--config.num_seeds", "--config.train.epochs"))]
+  rc, out, err = run_main(monkeypatch, capsys, f"--workdir={wd}", *flags, "--config.seed=4294967294",
+                          "--config.num_seeds=2", "--config.train.epochs=1")
+  assert rc == 0 and "4294967295" in out, err
+  assert evaluate.main([f"--workdir={wd}", *EVAL]) == 0
+  members = json.loads((wd / "members.json").read_text())
+  assert [m["seed"] for m in members] == [4294967294, 4294967295]
+
+
+def test_sweep_over_data_normalize_is_honoured(tmp_path, monkeypatch, capsys):
+  """The data keys a sweep may change: each group records and uses its own normalizer."""
+  wd = tmp_path / "w"
+  flags = [a for a in ARGS if not a.startswith(("--config.num_seeds", "--config.train.epochs"))]
+  rc, out, err = run_main(monkeypatch, capsys, f"--workdir={wd}", *flags, "--config.num_seeds=1",
+                          "--config.train.epochs=1", '--config.sweep={"data.normalize": ["none", "standardize"]}')
+  assert rc == 0, err
+  saved = json.loads((wd / "groups" / "data.normalize=standardize" / "normalizer.json").read_text())
+  assert saved["kind"] == "standardize" and not (wd / "groups" / "data.normalize=none" / "normalizer.json").exists()
+  # The final tables are named after their group (a grouped sweep prints one per setting): the last
+  # header of each group is the line above its table.
+  lines = out.splitlines()
+  for name in ("data.normalize=none", "data.normalize=standardize"):
+    last = max(i for i, line in enumerate(lines) if line == f"== group {name}")
+    assert lines[last + 1].split() == ["seed", "train/loss", "eval/loss", "eval/recon_mse"], lines[last:last + 3]
+
+
 # ------------------------------------------------------------------ 5. Ctrl-C in the first seconds
 
 def _start(workdir, *extra):
