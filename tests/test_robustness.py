@@ -365,6 +365,216 @@ def test_sweep_over_data_normalize_is_honoured(tmp_path, monkeypatch, capsys):
     assert lines[last + 1].split() == ["seed", "train/loss", "eval/loss", "eval/recon_mse"], lines[last:last + 3]
 
 
+# ------------------------------------------------------------------ 4. data decoded faithfully or refused
+
+def _png(path, width, height, depth, color_type, rows: bytes = b"") -> str:
+  """A PNG written byte by byte (Pillow cannot write some of these): IHDR as given, `rows` as IDAT."""
+  import struct
+  import zlib
+
+  def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+  ihdr = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)
+  path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) +
+                   chunk(b"IEND", b""))
+  return str(path)
+
+
+def _folder(tmp_path, images: dict) -> str:
+  """folder:DIR holding `images` {name: PIL image or a function writing the file at a path}."""
+  root = tmp_path / "images"
+  root.mkdir()
+  for name, im in images.items():
+    im(root / name) if callable(im) else im.save(root / name)
+  return f"folder:{root}"
+
+
+def _gray16(path):
+  values = np.array([[0, 255, 256, 1000], [4096, 30000, 65534, 65535]], ">u2")
+  return _png(path, 4, 2, 16, 0, b"".join(b"\x00" + row.tobytes() for row in values))
+
+
+def test_16_bit_grayscale_images_keep_every_value(tmp_path):
+  from PIL import Image
+
+  from jaxae import data
+
+  src = _folder(tmp_path, {"a.png": _gray16, "b.png": Image.fromarray(np.full((2, 4), 255, np.uint8))})
+  x = data.load_source(src).x
+  assert x.dtype == np.float32 and x.shape == (2, 2, 4, 1)
+  np.testing.assert_array_equal(x[0, ..., 0] * 65535, [[0, 255, 256, 1000], [4096, 30000, 65534, 65535]])
+  assert (x[1] == 1.0).all()  # 8-bit 255 beside it: the same [0, 1] scale
+
+
+def test_palette_and_opaque_alpha_images_convert_exactly(tmp_path):
+  from PIL import Image
+
+  from jaxae import data
+
+  rgb = np.random.default_rng(0).integers(0, 256, (3, 5, 3), np.uint8)
+  opaque = np.concatenate([rgb, np.full((3, 5, 1), 255, np.uint8)], axis=-1)
+  pal = Image.fromarray(rgb).quantize(colors=256, method=Image.Quantize.MAXCOVERAGE)
+  src = _folder(tmp_path, {"a.png": Image.fromarray(rgb), "b.png": Image.fromarray(opaque, "RGBA"), "c.png": pal,
+                           "d.png": Image.fromarray(rgb).convert("1")})
+  x = data.load_source(src).x
+  assert x.dtype == np.uint8 and x.shape == (4, 3, 5, 3)
+  np.testing.assert_array_equal(x[0], rgb)
+  np.testing.assert_array_equal(x[1], rgb)
+  np.testing.assert_array_equal(x[2], np.asarray(pal.convert("RGB")))
+  assert set(np.unique(x[3])) <= {0, 255}
+
+
+BAD_IMAGES = {
+    # name: (write it at a path, needle)
+    "transparent_rgba": (lambda p: __import__("PIL.Image").Image.fromarray(
+        np.zeros((2, 2, 4), np.uint8), "RGBA").save(p), "has transparent pixels (mode RGBA)"),
+    "transparent_la": (lambda p: __import__("PIL.Image").Image.fromarray(
+        np.zeros((2, 2, 2), np.uint8), "LA").save(p), "has transparent pixels (mode LA)"),
+    "rgb_16_bit": (lambda p: _png(p, 1, 1, 16, 2, b"\x00" + np.array([1, 256, 65535], ">u2").tobytes()),
+                   "16-bit colour channels (mode RGB)"),
+    "bomb": (lambda p: _png(p, 20000, 20000, 8, 0, b"\x00" * 10), "too large to decode safely"),
+    "truncated": (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00"), "cannot read image"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_IMAGES))
+def test_images_that_cannot_be_decoded_faithfully_are_refused(name, wd, tmp_path, monkeypatch, capsys):
+  from PIL import Image
+
+  write, needle = BAD_IMAGES[name]
+  ok = Image.fromarray(np.zeros((28, 28), np.uint8))
+  src = _folder(tmp_path, {"a.png": ok, "b.png": write})
+  before = snapshot(wd)
+  rc, out, err = run_main(monkeypatch, capsys, f"--workdir={wd}", *ARGS, f"--config.data.source={src}",
+                          "--config.data.image_size=28")
+  assert rc == 2 and needle in one_line(err) and "b.png" in one_line(err), err
+  assert snapshot(wd) == before
+
+
+def test_decompression_bomb_just_above_pillows_warning_limit(tmp_path, monkeypatch):
+  """Between Pillow's warning (MAX_IMAGE_PIXELS) and its error (twice that): refused too, not a warning."""
+  from PIL import Image
+
+  from jaxae import data
+
+  monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+  src = _folder(tmp_path, {"a.png": Image.fromarray(np.zeros((10, 15), np.uint8))})  # 150 pixels
+  with pytest.raises(data.DataError, match="too large to decode safely"):
+    data.load_source(src)
+
+
+CSV_TEXT = "0.5,1,2\n0.25,3,4\n1.0,5,6\n"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-32", "utf-16-be-bom", "utf-8"])
+def test_csv_with_a_byte_order_mark_reads_every_row(encoding, tmp_path):
+  """Excel's UTF-8 with a BOM used to turn the first data row into a 'header' (its first cell, with the
+  mark, was not a number): a row silently lost."""
+  import codecs
+
+  from jaxae import data
+
+  path = tmp_path / "t.csv"
+  if encoding == "utf-16-be-bom":
+    path.write_bytes(codecs.BOM_UTF16_BE + CSV_TEXT.encode("utf-16-be"))
+  else:
+    path.write_bytes(CSV_TEXT.encode(encoding))
+  x = data.load_source(f"csv:{path}").x
+  np.testing.assert_array_equal(x, np.array([[0.5, 1, 2], [0.25, 3, 4], [1.0, 5, 6]], np.float32))
+
+
+@pytest.mark.parametrize("raw, needle", [
+    ("0.5,1\n0.25,2\n".encode("utf-16-le"), "line 1 is not UTF-8 text"),  # no BOM: not guessed
+    ("a,b\n1,2\n\xe9t\xe9,3\n".encode("latin-1"), "line 3 is not UTF-8 text (byte 8)"),
+])
+def test_csv_in_other_encodings_is_refused_naming_the_line(raw, needle, tmp_path, wd, monkeypatch, capsys):
+  path = tmp_path / "t.csv"
+  path.write_bytes(raw)
+  before = snapshot(wd)
+  rc, out, err = run_main(monkeypatch, capsys, f"--workdir={wd}", *ARGS, f"--config.data.source=csv:{path}",
+                          "--config.model.output=identity")
+  assert rc == 2 and needle in one_line(err), err
+  assert snapshot(wd) == before
+
+
+@pytest.mark.parametrize("dtype", ["int64", "uint64", "int32", ">i8", "uint32", "float64", "int8", ">u2", "bool"])
+def test_labels_of_any_integer_width(dtype, tmp_path):
+  from jaxae.sources.base import as_labels
+
+  y = np.array([0, 1, 1, 0], dtype)
+  np.testing.assert_array_equal(as_labels(y, "y"), [0, 1, 1, 0])
+  assert as_labels(y, "y").dtype == np.int32
+
+
+@pytest.mark.parametrize("values, needle", [
+    (np.array([0, 2**31], np.int64), "labels range from 0 to 2147483648"),
+    (np.array([0, 2**32 + 1], np.int64), "beyond 32-bit class indices"),  # would wrap to class 1
+    (np.array([0, 2**63], np.uint64), "beyond 32-bit class indices"),
+    (np.array([-2**31 - 1, 0], np.int64), "labels range from -2147483649"),
+    (np.array([0.0, 1e10]), "beyond 32-bit class indices"),
+    (np.array([0.0, np.inf]), "must be whole numbers"),
+])
+def test_labels_beyond_int32_are_refused_not_wrapped(values, needle, tmp_path, wd, monkeypatch, capsys):
+  from jaxae.sources.base import DataError, as_labels
+
+  with pytest.raises(DataError, match=needle.replace("(", r"\(")):
+    as_labels(values, "y")
+  np.savez(tmp_path / "d.npz", x=np.zeros((len(values), 4), np.float32), y=values)
+  before = snapshot(wd)
+  rc, out, err = run_main(monkeypatch, capsys, f"--workdir={wd}", *ARGS, f"--config.data.source=npz:{tmp_path}/d.npz")
+  assert rc == 2 and needle in one_line(err), err
+  assert snapshot(wd) == before
+
+
+INPUT_DTYPES = [">f4", ">f8", "<f2", ">u2", "bool", ">i4", "int64", "uint8"]
+
+
+@pytest.mark.parametrize("dtype", INPUT_DTYPES)
+@pytest.mark.parametrize("kind", ["npy", "npz"])
+def test_inputs_of_any_numeric_dtype_and_byte_order(dtype, kind, tmp_path):
+  """Read as the same numbers, in native byte order (jax takes only native arrays), memory-mapped or not."""
+  from jaxae import data
+
+  rng = np.random.default_rng(1)
+  x = (rng.random((12, 5)) * 3).astype(dtype)
+  if kind == "npy":
+    np.save(tmp_path / "x.npy", x)
+  else:
+    np.savez(tmp_path / "x.npz", x=x)
+  split = data.load_source(f"{kind}:{tmp_path}/x.{kind}")
+  data.check_split(split)
+  got = np.asarray(split.x[np.arange(12)])
+  assert got.dtype.isnative and got.dtype == x.dtype.newbyteorder("=")
+  np.testing.assert_array_equal(got, x)
+  np.testing.assert_array_equal(data.to_float(got), data.to_float(x.astype(x.dtype.newbyteorder("="))))
+
+
+def test_big_endian_and_bool_inputs_train(tmp_path, monkeypatch, capsys):
+  """Non-native byte order and bool inputs go all the way through training (the device takes them)."""
+  x = (np.random.default_rng(2).random((64, 6)) > 0.5)
+  np.save(tmp_path / "b.npy", x)
+  np.save(tmp_path / "f.npy", x.astype(">f4"))
+  flags = [a for a in ARGS if not a.startswith(("--config.data.max", "--config.num_seeds"))]
+  for name in ("b", "f"):
+    rc, out, err = run_main(monkeypatch, capsys, f"--workdir={tmp_path / name}", *flags, "--config.num_seeds=1",
+                            f"--config.data.source=npy:{tmp_path}/{name}.npy", "--config.train.epochs=1")
+    assert rc == 0, err
+  a, b = (json.loads((tmp_path / n / "summary.json").read_text())["settings"][0]["eval"]["loss"]["mean"] for n in "bf")
+  assert a == b  # the same numbers, whatever the dtype they were stored in
+
+
+@pytest.mark.parametrize("dtype", ["int64", "uint32", ">i8"])
+def test_integer_inputs_float32_cannot_hold_are_refused(dtype, tmp_path, wd, monkeypatch, capsys):
+  x = np.zeros((20, 4), dtype)
+  x[7, 2] = 2**24 + 1  # float32 would round it to 2**24 (and int64 beyond 2**31 would wrap to int32)
+  np.save(tmp_path / "x.npy", x)
+  before = snapshot(wd)
+  rc, out, err = run_main(monkeypatch, capsys, f"--workdir={wd}", *ARGS, f"--config.data.source=npy:{tmp_path}/x.npy")
+  assert rc == 2 and "beyond +-2**24 (first in row 7)" in one_line(err), err
+  assert snapshot(wd) == before
+
+
 # ------------------------------------------------------------------ 5. Ctrl-C in the first seconds
 
 def _start(workdir, *extra):
