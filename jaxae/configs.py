@@ -14,8 +14,7 @@ from typing import Any
 import ml_collections
 
 from jaxae import data as data_lib
-from jaxae import errors
-from jaxae import models, sources
+from jaxae import models, sources, validation
 from jaxae.sources import folder
 
 BACKBONES = ("mlp", "conv", "linear")
@@ -35,6 +34,16 @@ BINARIZATIONS = ("none", "dynamic", "static")  # data.binarize (Salakhutdinov & 
 # (optax.inject_hyperparams), so sweeping them costs no recompilation. Variants add their own
 # (`Variant.hparams`), see `sweepable`.
 OPTIMIZER_HPARAMS = {"optimizer.learning_rate": "learning_rate", "optimizer.weight_decay": "weight_decay"}
+
+# The data keys a sweep may change: each group fits its own normalizer and picks streaming on its own;
+# every other data.* key would need the data loaded again per group (refused, see parse_sweep).
+SWEEPABLE_DATA = ("data.normalize", "data.stream")
+
+# Members use seeds seed .. seed + num_seeds - 1, made into uint32 PRNG seeds: every one must fit.
+MAX_SEED = 2**32 - 1
+# Members (settings x seeds) of one compiled program, and settings of a whole grid: a bound that keeps a
+# mistyped size a one-line error, not minutes of building lists (memory.py then checks what fits).
+MAX_MEMBERS = 2**20
 
 # Config keys whose value is a free-form group (keyword arguments of a user module): not checked key by key.
 FREE_FORM = ("model.encoder_kwargs", "model.decoder_kwargs")
@@ -174,26 +183,12 @@ def sweepable(config) -> dict[str, str]:
   return {**OPTIMIZER_HPARAMS, **{key: name for name, key in variant_of(config).hparams.items()}}
 
 
-ConfigError = errors.ConfigError  # a config value that cannot work (errors.BadInput, ValueError)
-
-
-def _choice(config, key: str, options) -> None:
-  value = get(config, key)
-  if value not in options:
-    raise ConfigError(f"{key}={value!r} is not one of {', '.join(map(repr, options))}")
-
-
-def positive_int(config, key: str, zero_ok: bool = False) -> None:
-  value = get(config, key)
-  ok = isinstance(value, int) and not isinstance(value, bool) and (value > 0 or (zero_ok and value == 0))
-  if not ok:
-    raise ConfigError(f"{key}={value!r} must be a {'non-negative' if zero_ok else 'positive'} integer")
-
-
-def _nonneg_float(config, key: str) -> None:
-  value = get(config, key)
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-    raise ConfigError(f"{key}={value!r} must be a non-negative number")
+# The shared checks live in jaxae/validation.py (below this module and the variants); re-exported here.
+ConfigError = validation.ConfigError
+get = validation.get
+positive_int = validation.positive_int
+_choice = validation.choice
+_nonneg_float = validation.nonneg_float
 
 
 def _check_finite(config) -> None:
@@ -206,17 +201,6 @@ def _check_finite(config) -> None:
     for v in value if isinstance(value, list) else [value]:
       if isinstance(v, float) and not math.isfinite(v):
         raise ConfigError(f"{key}={value!r} must be a finite number")
-
-
-def get(config, dotted: str) -> Any:
-  """`get(config, 'loss.beta')`; raises ConfigError naming the key if it does not exist."""
-  node = config
-  for part in dotted.split("."):
-    try:
-      node = node[part]
-    except (KeyError, AttributeError, TypeError):
-      raise ConfigError(f"unknown config key {dotted!r}") from None
-  return node
 
 
 def parse_sweep(config) -> dict[str, list]:
@@ -240,6 +224,11 @@ def parse_sweep(config) -> dict[str, list]:
     current = get(config, key)
     if key in ("sweep", "num_seeds", "seed") or isinstance(current, ml_collections.ConfigDict):
       raise ConfigError(f"sweep key {key!r} cannot be swept")
+    if key.startswith("data.") and key not in SWEEPABLE_DATA:
+      # The data are loaded once per invocation, for every group: a swept source, size or split would be
+      # recorded in each group's config while every group trained on the same data.
+      raise ConfigError(f"sweep key {key!r} cannot be swept: every group trains on the data loaded once for the "
+                        f"run; use one --workdir per value of {key}")
     if not isinstance(values, list) or not values:
       raise ConfigError(f"sweep[{key!r}]={values!r} must be a non-empty list of values")
     if len({_same_value(v) for v in values}) != len(values):
@@ -278,6 +267,11 @@ def validate(config) -> None:
   for key in ("seed", "model.latent_dim", "data.max_train", "data.max_eval", "train.steps_per_call",
               "optimizer.warmup_epochs", "log.images"):
     positive_int(config, key, zero_ok=True)
+  if config.seed + config.num_seeds - 1 > MAX_SEED:
+    raise ConfigError(f"seed={config.seed} with num_seeds={config.num_seeds} asks for seeds up to "
+                      f"{config.seed + config.num_seeds - 1}; seeds are unsigned 32-bit: at most {MAX_SEED}")
+  if config.num_seeds > MAX_MEMBERS:
+    raise ConfigError(f"num_seeds={config.num_seeds} is more than {MAX_MEMBERS} members in one program")
   for key in sweepable(config):
     _nonneg_float(config, key)
   for key in ("model.dropout", "model.classifier_dropout"):

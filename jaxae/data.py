@@ -6,8 +6,9 @@ and labels (N,) int32, or None when the source has none (and ground-truth `facto
 dtypes are taken as they are. `npy:` inputs are a `LazyArray` of memory-mapped rows: everything here
 reads them in chunks of rows (`row_chunks`), never whole.
 
-`load` checks what every run needs (numbers, finite, shapes, lengths, non-empty splits) and raises a
-one-line `DataError` before anything is written. The run checks what only some variants need with
+`load` checks what every run needs (numbers, finite, shapes, lengths, non-empty splits, integers that
+float32 holds exactly) and raises a one-line `DataError` before anything is written. Any byte order and
+any numeric dtype NumPy has is read (bool, float16, big-endian '>f4' ...; arrays come out native). The run checks what only some variants need with
 `check_labels` (the supervised variant) and `check_unit_interval` (Bernoulli likelihoods), and fits a
 `Normalizer` (`data.normalize`) on the training split, to store beside its checkpoints so that new
 data is scaled alike.
@@ -33,6 +34,7 @@ from jaxae.sources.tfds import tfds_dataset  # noqa: F401
 CHUNK_BYTES = 1 << 24  # how much of a split `row_chunks` reads at a time (16 MiB), whatever its size
 NORMALIZATIONS = ("none", "minmax", "standardize", "unit_mean_square")
 TRAIN_SUBSET_SEED, EVAL_SUBSET_SEED = 1, 2
+MAX_EXACT_INT = 2**24  # the largest integer float32 holds exactly, with every one below it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,9 +51,13 @@ def options(data_config, split: str) -> Options:
 
 
 def load_source(source: str, options: Options = Options()) -> Split:
-  """The split that `source` ('embedded', 'npy:PATH', ... see `jaxae.sources`) names. Raises DataError."""
+  """The split that `source` ('embedded', 'npy:PATH', ... see `jaxae.sources`) names, in native byte order
+  (an in-memory '>f4' array becomes float32 here; a LazyArray reads its rows so). Raises DataError."""
   reader, argument = sources.lookup(source)
-  return reader(argument, options)
+  split = reader(argument, options)
+  if isinstance(split.x, np.ndarray) and not split.x.dtype.isnative:
+    split = dataclasses.replace(split, x=split.x.astype(split.x.dtype.newbyteorder("=")))
+  return split
 
 
 def row_chunks(x) -> Iterator[np.ndarray]:
@@ -93,6 +99,17 @@ def check_split(split: Split) -> None:
       if bad.any():
         raise DataError(f"{name} has NaN or Inf inputs (first in row {start + int(np.argmax(bad))}): "
                         f"remove or impute them")
+      start += len(chunk)
+  elif x.dtype.kind in "iu" and x.dtype.itemsize > 2:
+    # Inputs are computed with in float32, exact for integers up to 2**24; int64 would also wrap to int32 on
+    # the way to the device. Wider values would be silently rounded or wrapped: refuse them.
+    start = 0
+    for chunk in row_chunks(x):
+      big = (np.abs(chunk.astype(np.float64)) > MAX_EXACT_INT).reshape(len(chunk), -1).any(axis=1)
+      if big.any():
+        row = start + int(np.argmax(big))
+        raise DataError(f"{name} has {x.dtype} inputs beyond +-2**24 (first in row {row}), which float32 cannot "
+                        f"hold exactly: scale them, or save them as floating point")
       start += len(chunk)
 
 

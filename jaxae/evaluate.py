@@ -52,7 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxae import configs, files, report, train
+from jaxae import configs, errors, files, report, train
 from jaxae import data as data_lib
 
 EVALUATION = "evaluation.json"
@@ -163,10 +163,11 @@ def importance_sampled_log_likelihood(net, model, params, hparams: dict, x: np.n
 
 def binarize(x: np.ndarray, seed: int = BINARIZE_SEED) -> np.ndarray:
   """One draw of x_bin ~ Bernoulli(x) per element (the stochastic binarization of Salakhutdinov & Murray
-  2008); x float in [0, 1]. Raises ValueError outside [0, 1]."""
+  2008); x float in [0, 1]. Raises data.DataError (a ValueError) outside [0, 1]."""
   x = np.asarray(x, np.float32)
   if x.size and (x.min() < 0 or x.max() > 1):
-    raise ValueError(f"--binarize needs inputs in [0, 1] (probabilities), these take values in [{x.min():g}, {x.max():g}]")
+    raise data_lib.DataError(f"--binarize needs inputs in [0, 1] (probabilities), these take values in "
+                             f"[{x.min():g}, {x.max():g}]")
   return (np.random.default_rng(seed).random(x.shape, dtype=np.float32) < x).astype(np.float32)
 
 
@@ -745,7 +746,7 @@ def export(result: dict, outdir: str, what) -> dict:
   arrays = result["_arrays"]
   index: dict[str, Any] = {"data": result["eval_data"], "num_examples": result["num_examples"], "members": []}
   for kind in what:
-    os.makedirs(os.path.join(outdir, kind), exist_ok=True)
+    files.make_dirs(os.path.join(outdir, kind))  # never through a symlink (files.confined)
   if "codes" in what and arrays["labels"] is not None:
     _save_npy(os.path.join(outdir, "labels.npy"), arrays["labels"].astype(np.int32))
     index["labels"] = "labels.npy"
@@ -783,26 +784,61 @@ def evaluate(workdir: str, options: Options | None = None, quiet: bool = False, 
 
   Options by keyword (`evaluate(w, num_samples=5000, export=('codes',))`) or as an `Options`. A sweep
   with static keys is evaluated group by group (each group's files in its own folder) and the returned
-  dict is {"groups": {name: evaluation}} (also written to `<workdir>/evaluation.json`). Raises
-  FileNotFoundError (no checkpoint), checkpoints.CheckpointError, data.DataError, ValueError.
+  dict is {"groups": {name: evaluation}} (also written to `<workdir>/evaluation.json`).
+
+  Holds the workdir's lock throughout (workdir.taken: a run training there is refused with WorkdirBusy,
+  never read half-written), and writes only inside the workdir, through no symlink at any level: every
+  place it writes is checked before the evaluation starts (WorkdirError), and each file is listed in
+  the workdir's manifest.jsonl. Raises errors.BadInput (WorkdirError for no checkpoint or a symlink,
+  checkpoints.CheckpointError, data.DataError, configs.ConfigError for bad options; all ValueErrors too)
+  or errors.EnvironmentFailure (a read-only workdir, a workdir that is a file).
   """
-  from jaxae import load
+  from jaxae import workdir as workdir_lib
 
   options = dataclasses.replace(options or Options(), **kwargs)
   bad = [e for e in options.export if e not in EXPORTS]
   if bad:
-    raise ValueError(f"export={','.join(bad)} is not one of {', '.join(EXPORTS)}")
+    raise configs.ConfigError(f"export={','.join(bad)} is not one of {', '.join(EXPORTS)}")
   if options.embedding not in ("tsne", "pca"):
-    raise ValueError(f"embedding={options.embedding!r} must be 'tsne' or 'pca'")
-  groups = _groups(workdir)
+    raise configs.ConfigError(f"embedding={options.embedding!r} must be 'tsne' or 'pca'")
+  with workdir_lib.taken(workdir), workdir_lib.writing(workdir):
+    groups = _groups(workdir)
+    _check_outputs(workdir, groups, options)
+    return _evaluate(workdir, groups, options, quiet)
+
+
+def _check_outputs(workdir: str, groups: list[str], options: Options) -> None:
+  """WorkdirError, before any work, for a symlink (or a file of the wrong kind) at any level of what
+  evaluate writes: evaluation.json, figures/eval_*.png, export/ (of the workdir and of each group)."""
+  from jaxae import workdir as workdir_lib
+
+  for d in [workdir] + [os.path.join(workdir, "groups", g) for g in groups]:
+    files.check_levels(d, True)
+    for name in (EVALUATION, EVALUATION + ".tmp"):
+      files.check_levels(os.path.join(d, name), False)
+    for sub, used in (("figures", options.figures), (EXPORT_DIR, bool(options.export))):
+      path = os.path.join(d, sub)
+      if used and os.path.lexists(path):
+        files.check_levels(path, True)
+        link = workdir_lib.first_symlink(path)
+        if link:
+          files.refuse_symlink(link)
+
+
+def _evaluate(workdir: str, groups: list[str], options: Options, quiet: bool) -> dict:
+  from jaxae import load
+
   if groups:
     out = {"groups": {}}
     for name in groups:
       _log(f"== group {name}", quiet)
-      out["groups"][name] = evaluate(os.path.join(workdir, "groups", name), options, quiet)
+      out["groups"][name] = _evaluate(os.path.join(workdir, "groups", name), [], options, quiet)
     _write_json(os.path.join(workdir, EVALUATION), out)
     return out
-  run = load.load_run(workdir)
+  try:
+    run = load.load_run(workdir)
+  except FileNotFoundError as e:  # no complete checkpoint: nothing to evaluate
+    raise errors.WorkdirError(str(e)) from None
   result = evaluate_run(run, options, quiet)
   if options.figures:
     t = time.perf_counter()
@@ -852,9 +888,9 @@ def main(argv=None) -> int:
                  help="28x28x1 images: decoded samples (and held-out images) for frechet_distance, precision and recall "
                       "in the feature space of jaxae's reference MNIST classifier, not Inception FID (0: skip)")
   args = p.parse_args(argv)
-  from absl import logging as absl_logging
-  absl_logging.set_verbosity(absl_logging.WARNING)
-  from jaxae import checkpoints
+  from jaxae import main as main_lib
+
+  main_lib.quiet_libraries()
   options = Options(data=args.data, split=args.split, num_samples=args.num_samples, max_examples=args.max_examples,
                     binarize=args.binarize, export=tuple(e for e in args.export.split(",") if e),
                     figures=not args.no_figures, embedding=args.embedding, batch_size=args.batch_size,
@@ -866,15 +902,17 @@ def main(argv=None) -> int:
       print(f"error: --{key}={getattr(options, key)} must be {'positive' if key == 'batch_size' else 'non-negative'}",
             file=sys.stderr)
       return 2
-  try:
+
+  def body() -> int:
     result = evaluate(args.workdir, options)
-  except (FileNotFoundError, checkpoints.CheckpointError, data_lib.DataError, configs.ConfigError, ValueError) as e:
-    print(f"error: {checkpoints.first_line(e)}", file=sys.stderr)
-    return 2
-  print(format_table(result))
-  print(f"wrote {os.path.join(args.workdir, EVALUATION)}" + ("" if options.export == () else f" and {EXPORT_DIR}/")
-        + ("" if not options.figures else ", figures/eval_*.png"))
-  return 0
+    print(format_table(result))
+    print(f"wrote {os.path.join(args.workdir, EVALUATION)}" + ("" if options.export == () else f" and {EXPORT_DIR}/")
+          + ("" if not options.figures else ", figures/eval_*.png"))
+    return 0
+
+  # The exit statuses of training (errors.py): 2 bad input, 74 environment, 75 busy, 130 Ctrl-C, 70 a bug.
+  return main_lib.guarded(body, "evaluation.json and the files written before are complete",
+                          "evaluation.json and the files written before are complete")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ import argparse
 import json
 import math
 import os
-import sys
 
 import numpy as np
 
@@ -39,8 +38,8 @@ ARCHITECTURES = {"relu": "standard", "topk": "topk", "batchtopk": "jumprelu", "j
 FORMATS = ("saelens",)
 
 
-class ExportError(ValueError):
-  """A workdir that cannot be exported (no checkpoint, not an SAE, an output path that is a link)."""
+class ExportError(errors.BadInput, ValueError):
+  """A workdir that cannot be exported (no checkpoint, not an SAE, an output path through a link): exit 2."""
 
 
 def fold_normalizer(params: dict, normalizer, data_shape) -> dict:
@@ -92,17 +91,6 @@ def _member_folder(member: dict) -> str:
   return f"{setting}_seed{member['seed']}" if setting else f"seed{member['seed']}"
 
 
-def _safe_dir(root: str, *parts: str) -> str:
-  """Creates root/parts...; refuses a symbolic link at root or at any folder below it that it writes to."""
-  path = root
-  for part in ("", *[q for q in parts if q]):
-    path = os.path.join(path, part) if part else path
-    if os.path.islink(path):
-      raise ExportError(f"{path} is a symbolic link: jaxae does not write through links")
-  os.makedirs(path, exist_ok=True)
-  return path
-
-
 def _write(path: str, write) -> None:
   """files.replace_with (atomic; neither `path` nor its temporary file written through a link), with the
   permissions open() would give (safetensors writes 0600)."""
@@ -123,44 +111,79 @@ def _write_text(path: str, text: str) -> None:
     f.write(text)
 
 
+def _inside(path: str, root: str) -> bool:
+  path, root = os.path.abspath(path), os.path.abspath(root)
+  return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
 def export_saelens(workdir: str, out: str | None = None) -> list[str]:
   """Writes every member of the run in `workdir` in the SAELens format; returns the folders written.
 
-  Raises ExportError (one line) for a workdir without a complete checkpoint or not of variant 'sae',
-  or an output path through a symbolic link.
+  Holds the workdir's lock (workdir.taken: a run training there is WorkdirBusy, exit 75). Writes only
+  below `out` (default `<workdir>/export/saelens`, listed in the workdir's manifest.jsonl), through no
+  symlink at any level: `out` itself and every folder and file below it are checked before anything is
+  written. Raises ExportError (one line) for a workdir without a complete checkpoint, a run that is not
+  an SAE, or a symlink; errors.EnvironmentFailure when `out` is a file or cannot be written.
   """
+  from contextlib import nullcontext
+
   from safetensors.numpy import save_file
 
   from jaxae import load
+  from jaxae import workdir as workdir_lib
 
-  groups_dir = os.path.join(workdir, "groups")
-  groups = sorted(os.listdir(groups_dir)) if os.path.isdir(groups_dir) else [None]
+  default = out is None
   out = out or os.path.join(workdir, "export", "saelens")
-  written = []
-  for group in groups:
-    try:
-      run = load.load_run(workdir, group=group)
-    except FileNotFoundError as e:
-      raise ExportError(str(e)) from None
-    params = run.params["params"]
-    # Any variant whose parameters are an SAE's (the built-in 'sae', or a user's variant built on it) exports.
-    if not {"W_enc", "b_enc", "W_dec", "b_dec"} <= set(params) or "sae" not in run.config:
-      raise ExportError(f"{run.workdir} trained variant {run.config.variant!r}, whose parameters are not a sparse "
-                        f"autoencoder's (W_enc, b_enc, W_dec, b_dec): only SAE runs export to SAELens")
-    activation = run.config.sae.activation
-    for i, member in enumerate(run.members):
-      one = fold_normalizer({k: np.asarray(v[i]) for k, v in params.items()}, run.model.normalizer,
-                            run.model.data_shape)
-      state = saelens_state(one, activation)
-      d_in, d_sae = state["W_enc"].shape
-      metadata = {"jaxae_workdir": os.path.abspath(run.workdir), "jaxae_step": run.step, "jaxae_seed": member["seed"],
-                  "jaxae_setting": member["setting"], "jaxae_activation": activation,
-                  "jaxae_input_shape": list(run.model.data_shape)}
-      cfg = saelens_cfg(run.config, int(d_in), int(d_sae), metadata)
-      folder = _safe_dir(out, group or "", _member_folder(member))
-      _write(os.path.join(folder, "sae_weights.safetensors"), lambda p: save_file(state, p))
-      _write(os.path.join(folder, "cfg.json"), lambda p: _write_text(p, json.dumps(cfg, indent=1)))
-      written.append(folder)
+  outside = not _inside(out, workdir)
+  if os.path.islink(out):
+    raise ExportError(f"{out} is a symlink (to {os.readlink(out)}): jaxae never writes through a symlink; give "
+                      f"the folder itself")
+  if os.path.lexists(out) and not os.path.isdir(out):
+    raise errors.EnvironmentFailure(f"--out={out} is a file, not a directory")
+  with workdir_lib.taken(workdir, writes=not outside), workdir_lib.writing(workdir), \
+      (files.confined(out, record=False) if outside else nullcontext()):
+    groups_dir = os.path.join(workdir, "groups")
+    groups = sorted(os.listdir(groups_dir)) if os.path.isdir(groups_dir) else [None]
+    runs = []
+    for group in groups:  # every destination is known, and checked, before the first file is written
+      try:
+        run = load.load_run(workdir, group=group)
+      except FileNotFoundError as e:
+        raise ExportError(str(e)) from None
+      params = run.params["params"]
+      # Any variant whose parameters are an SAE's (the built-in 'sae', or a user's variant built on it) exports.
+      if not {"W_enc", "b_enc", "W_dec", "b_dec"} <= set(params) or "sae" not in run.config:
+        raise ExportError(f"{run.workdir} trained variant {run.config.variant!r}, whose parameters are not a sparse "
+                          f"autoencoder's (W_enc, b_enc, W_dec, b_dec): only SAE runs export to SAELens")
+      for member in run.members:
+        folder = os.path.join(out, group or "", _member_folder(member))
+        try:
+          files.check_levels(folder, True)
+          for name in ("sae_weights.safetensors", "cfg.json"):
+            for path in (os.path.join(folder, name), os.path.join(folder, name) + ".tmp"):
+              files.check_levels(path, False)
+        except errors.WorkdirError as e:
+          raise ExportError(str(e)) from None
+      runs.append((group, run))
+    if default:
+      files.make_dirs(os.path.join(workdir, "export"))
+    written = []
+    for group, run in runs:
+      params = run.params["params"]
+      activation = run.config.sae.activation
+      for i, member in enumerate(run.members):
+        one = fold_normalizer({k: np.asarray(v[i]) for k, v in params.items()}, run.model.normalizer,
+                              run.model.data_shape)
+        state = saelens_state(one, activation)
+        d_in, d_sae = state["W_enc"].shape
+        metadata = {"jaxae_workdir": os.path.abspath(run.workdir), "jaxae_step": run.step,
+                    "jaxae_seed": member["seed"], "jaxae_setting": member["setting"],
+                    "jaxae_activation": activation, "jaxae_input_shape": list(run.model.data_shape)}
+        cfg = saelens_cfg(run.config, int(d_in), int(d_sae), metadata)
+        folder = files.make_dirs(os.path.join(out, group or "", _member_folder(member)))
+        _write(os.path.join(folder, "sae_weights.safetensors"), lambda p: save_file(state, p))
+        _write(os.path.join(folder, "cfg.json"), lambda p: _write_text(p, json.dumps(cfg, indent=1)))
+        written.append(folder)
   return written
 
 
@@ -170,17 +193,19 @@ def main(argv=None) -> int:
   p.add_argument("--format", default="saelens", choices=FORMATS)
   p.add_argument("--out", default="", help="output folder (default <workdir>/export/<format>)")
   args = p.parse_args(argv)
-  from jaxae import checkpoints
+  from jaxae import main as main_lib
 
-  try:
+  main_lib.quiet_libraries()
+
+  def body() -> int:
     folders = export_saelens(args.workdir, args.out or None)
-  except (ExportError, checkpoints.CheckpointError, KeyError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  print(f"wrote {len(folders)} SAELens folder(s) (cfg.json + sae_weights.safetensors):")
-  for f in folders:
-    print(f"  {f}")
-  return 0
+    print(f"wrote {len(folders)} SAELens folder(s) (cfg.json + sae_weights.safetensors):")
+    for f in folders:
+      print(f"  {f}")
+    return 0
+
+  # The exit statuses of training (errors.py): 2 bad input, 74 environment, 75 busy, 130 Ctrl-C, 70 a bug.
+  return main_lib.guarded(body, "the folders written before are complete", "the folders written before are complete")
 
 
 if __name__ == "__main__":

@@ -193,18 +193,16 @@ def main(argv, config=None) -> int:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   import signal
 
-  from absl import logging
+  quiet_libraries()
 
-  # orbax logs every save at INFO, and a failed background save at ERROR with tracebacks from each of its
-  # threads; the same error reaches this thread when the save is awaited, and is reported here in one line.
-  logging.set_verbosity(logging.FATAL)
-  try:
+  def body() -> int:
     from jaxae import distributed
 
     distributed.maybe_initialize()  # a multi-host job (Slurm, TPU pod, JAXAE_COORDINATOR): before any device use
     _enable_compilation_cache()
     from jaxae import run as run_lib  # Imported after flag parsing: `--help` stays fast.
 
+    run_lib.stop_if_asked("stopped before training started; nothing was written")
     summary = run_lib.train_and_evaluate(config, _WORKDIR.value, fresh=_FRESH.value, on_corrupt=_ON_CORRUPT.value)
     from jaxae import sharding
 
@@ -216,37 +214,67 @@ def main(argv, config=None) -> int:
       if not quiet:
         print(f"to resume: {shlex.join([sys.executable, '-m', 'jaxae.main', *resume])}")
       return 128 + int(getattr(signal, summary["interrupted"]))
-    summaries = summary["groups"].values() if "groups" in summary else [summary]
+    groups = summary["groups"] if "groups" in summary else {"": summary}
     from jaxae import report
 
-    for s in summaries if not quiet else ():
+    for name, s in groups.items() if not quiet else ():
+      if name:  # a sweep over keys that change shapes: one table per compiled group, named
+        print(f"== group {name}")
       print(report.format_table(s))
-    if all(len(e["healthy_seeds"]) == 0 for s in summaries for e in s["settings"]):
+    if all(len(e["healthy_seeds"]) == 0 for s in groups.values() for e in s["settings"]):
       print("error: every member diverged", file=sys.stderr)
       return errors.EXIT_DIVERGED
     if not quiet:
       print(f"wrote {_WORKDIR.value}/summary.json, metrics.jsonl, figures/ and checkpoints/")
+    # A first Ctrl-C after the last epoch: the results are complete; figures not yet drawn were skipped.
+    run_lib.stop_if_asked("stopped after training finished: summary.json and the checkpoints are written, "
+                          "figures may be missing")
     return errors.EXIT_OK
+
+  return guarded(body, "the work since the last checkpoint is lost", "the last checkpoint is intact")
+
+
+def quiet_libraries() -> None:
+  """Silences what orbax, TensorStore and absl print that is noise to a user: orbax logs every save at
+  INFO and a failed background save at ERROR with tracebacks from each of its threads (the same error
+  reaches the main thread when the save is awaited, and is reported there in one line)."""
+  from absl import logging
+
+  logging.set_verbosity(logging.FATAL)
+
+
+def guarded(body, lost: str = "what it had not written yet is lost", intact: str = "what it wrote is complete") -> int:
+  """Runs a command's `body` (returns the exit status) and turns what it raises into one line on stderr and
+  the exit status of errors.py's table: BadInput 2 (WorkdirBusy 75), the environment 74, a stop by signal
+  128 + its number, a closed stdout 141, anything else 70 with the traceback. `lost`: what a second Ctrl-C
+  loses; `intact`: what a closed stdout leaves."""
+  import signal
+
+  from jaxae import signals
+
+  try:
+    return body()
   except errors.BadInput as e:
     print(f"error: {_one_line(e)}", file=sys.stderr)
     return getattr(e, "exit_status", errors.EXIT_BAD_INPUT)
+  except signals.Stopped as e:
+    _close_checkpoints()
+    print(f"error: {signals.describe(e.signum)}: {_one_line(e)}", file=sys.stderr)
+    return 128 + int(e.signum)
   except KeyboardInterrupt:
-    print("error: stopped at once (second Ctrl-C); the work since the last checkpoint is lost", file=sys.stderr)
+    _close_checkpoints()
+    which = "a second Ctrl-C" if signals.received() is not None else "Ctrl-C"
+    print(f"error: stopped at once by {which}; {lost}", file=sys.stderr)
     return 128 + int(signal.SIGINT)
   except BrokenPipeError:  # stdout's reader went away (`| head`): stop as a SIGPIPE would, without a traceback
-    from jaxae import checkpoints
-
-    checkpoints.close_all()
+    _close_checkpoints()
     try:
-      print("error: standard output was closed (the pipe's reader exited); stopped, the last checkpoint is "
-            "intact", file=sys.stderr)
+      print(f"error: standard output was closed (the pipe's reader exited); stopped, {intact}", file=sys.stderr)
     except OSError:
       pass
     return 128 + int(signal.SIGPIPE)
   except Exception as e:  # noqa: BLE001 - classified: the environment, or a bug
-    from jaxae import checkpoints
-
-    checkpoints.close_all()  # let orbax's background writes end before the process does
+    _close_checkpoints()  # let orbax's background writes end before the process does
     message = errors.environment_message(e)
     if message is None:
       import traceback
@@ -257,6 +285,12 @@ def main(argv, config=None) -> int:
       return errors.EXIT_INTERNAL
     print(f"error: {_one_line(message)} (environment failure; what was saved before is intact)", file=sys.stderr)
     return errors.EXIT_ENVIRONMENT
+
+
+def _close_checkpoints() -> None:
+  """Lets orbax's background writes end before the process does (only if orbax was loaded at all)."""
+  if "jaxae.checkpoints" in sys.modules:
+    sys.modules["jaxae.checkpoints"].close_all()
 
 
 def _config_dir_on_path(argv: list[str]) -> None:
@@ -285,36 +319,44 @@ def _help() -> str:
 
 
 def cli(argv: list[str]) -> int:
-  """The whole command line in this process: parse, run, exit status (what `jaxae` / `python -m jaxae.main` do)."""
+  """The whole command line in this process: parse, run, exit status (what `jaxae` / `python -m jaxae.main` do).
+
+  SIGINT and SIGTERM are noted from the start (jaxae.signals) and the previous handlers restored at the end.
+  """
+  from jaxae import signals
+
   if any(a in _HELP for a in argv[1:]):
     print(_help())
     return errors.EXIT_OK
-  _config_dir_on_path(argv)
+  restore = signals.install()
   try:
-    config, rest = parse(argv)
-  except errors.BadInput as e:
-    print(f"error: {_one_line(e)}", file=sys.stderr)
-    return errors.EXIT_BAD_INPUT
+    return guarded(lambda: _parse_and_run(argv))
+  finally:
+    restore()
+
+
+def _parse_and_run(argv: list[str]) -> int:
+  from jaxae import signals
+
+  _config_dir_on_path(argv)
+  config, rest = parse(argv)
+  signals.check("stopped before training started; nothing was written")
   return main(rest, config)
 
 
 def run() -> None:
-  """The console script `jaxae`."""
+  """The console script `jaxae` (and `python -m jaxae.main`): `cli` on sys.argv, then `exit_now`.
+
+  Signal handlers go in first, before absl, jax or the config are imported: a Ctrl-C in the first
+  seconds is a clean stop (jaxae.signals), never a traceback from inside an import.
+  """
+  from jaxae import signals
+
   if any(a in _HELP for a in sys.argv[1:]):
     print(_help())
     sys.exit(errors.EXIT_OK)
-  _config_dir_on_path(sys.argv)
-  parsed = {}
-
-  def parse_flags(argv):
-    try:
-      parsed["config"], rest = parse(argv)
-    except errors.BadInput as e:
-      print(f"error: {_one_line(e)}", file=sys.stderr)
-      sys.exit(errors.EXIT_BAD_INPUT)
-    return rest
-
-  app.run(lambda argv: exit_now(main(argv, parsed["config"])), flags_parser=parse_flags)
+  signals.install(exit_at_once=True)
+  exit_now(guarded(lambda: _parse_and_run(sys.argv)))
 
 
 def exit_now(status: int) -> None:

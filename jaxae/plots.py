@@ -21,7 +21,7 @@ from jaxae import files, report  # noqa: E402
 
 def _save(fig, path: str) -> str:
   """Saves atomically (files.replace_with: never through a symlink, never half a file)."""
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  files.make_dirs(os.path.dirname(path) or ".")  # in a workdir: recorded, never through a symlink
   try:
     files.replace_with(path, lambda tmp: fig.savefig(tmp, dpi=150, bbox_inches="tight", format=os.path.splitext(path)[1].lstrip(".") or "png"))
   finally:

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxae import analysis, checkpoints, configs, files, models, report, sharding, sweep, tracking, train
+from jaxae import analysis, checkpoints, configs, files, models, report, sharding, signals, sweep, tracking, train
 from jaxae import workdir as workdir_lib
 from jaxae import data as data_lib
 from jaxae import stream as stream_lib
@@ -51,10 +51,14 @@ class _StopFlag:
 
   @contextlib.contextmanager
   def installed(self):
+    # A signal noted before training began (jaxae.signals: the command line's handler) counts as the first.
+    self.signal = self.signal or signals.received()
+
     def handler(signum, frame):
       if self.signal is not None and signum == signal.SIGINT:  # second Ctrl-C: stop hard
         raise KeyboardInterrupt
       self.signal = signum
+      signals.note(signum)  # so that a KeyboardInterrupt after it is reported as the second Ctrl-C
       _say(f"\n{signal.Signals(signum).name} received: finishing the current step and saving a checkpoint...")
 
     old = {}
@@ -68,6 +72,13 @@ class _StopFlag:
     finally:
       for s, h in old.items():
         signal.signal(s, h)
+
+
+def stop_if_asked(message: str) -> None:
+  """Raises signals.Stopped when the command line noted a first SIGINT/SIGTERM. One process only: the hosts
+  of a job stop together, at a chunk boundary, through _StopFlag's collective."""
+  if jax.process_count() == 1:
+    signals.check(message)
 
 
 def check_data(config, data: data_lib.Data, normalizer=None) -> None:
@@ -101,10 +112,13 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
   """
   config = group.config
   primary = sharding.is_primary()  # with several processes only process 0 writes the workdir's files
-  os.makedirs(workdir, exist_ok=True)
+  stop_if_asked(f"stopped before training {workdir}; what was saved before is intact, the same command resumes")
+  files.make_dirs(workdir)  # a group's folder (recorded in the manifest, never through a symlink)
   members = _members(group)
   flat = configs.flatten(config)
   config_path = os.path.join(workdir, workdir_lib.CONFIG)
+  if primary:
+    files.record_tree(os.path.join(workdir, checkpoints.CHECKPOINT_DIR))  # orbax fills it: jaxae's as a whole
   mngr = checkpoints.manager(workdir, config)
   saved = workdir_lib.saved_config(mngr, config_path)
   if saved is not None:
@@ -234,7 +248,7 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
   summary["parameters"] = parameters
   if primary:
     report.write_summary(workdir, summary)
-  if config.train.figures:
+  if config.train.figures and signals.received() is None:  # after a Ctrl-C, main stops without them
     params = sharding.to_host(state.params)  # a collective across hosts: every process takes part
     if primary:
       _figures(workdir, records, members, program, params, data)
@@ -320,9 +334,12 @@ def train_and_evaluate(config, workdir: str, fresh: bool = False, on_corrupt: st
     train.steps_per_call(g.config, len(data.train))
     mesh = sharding.member_mesh(len(g.members))  # several processes: the members must split evenly over them
     _check_resources(g, data, normalizers[kind], mesh, workdir)
+  before = "stopped before training started; nothing was written"
+  stop_if_asked(before)  # a Ctrl-C while the data loaded or the programs were shaped
   # One run at a time on a workdir (a lock held by process 0); its files are all checked before any changes.
   with workdir_lib.locked(workdir, sharding.is_primary(), sharding.any_process):
     workdir_lib.check(workdir, _runs(config, groups, workdir), fresh)
+    stop_if_asked(before)
     return _train_all(config, groups, data, normalizers, workdir, fresh, on_corrupt)
 
 
@@ -356,6 +373,12 @@ def _train_all(config, groups, data, normalizers, workdir, fresh, on_corrupt) ->
   if fresh and sharding.is_primary():
     workdir_lib.clear(workdir)
   sharding.barrier("jaxae_workdir_ready")  # no process opens the workdir while process 0 clears it
+  # Process 0 writes the workdir's files: each is listed in manifest.jsonl (what --fresh may delete).
+  with workdir_lib.writing(workdir) if sharding.is_primary() else contextlib.nullcontext():
+    return _train_groups(config, groups, data, normalizers, workdir, on_corrupt)
+
+
+def _train_groups(config, groups, data, normalizers, workdir, on_corrupt) -> dict:
   swept = list(configs.parse_sweep(config))
   if len(groups) == 1:
     summary = train_group(groups[0], data, workdir, on_corrupt, normalizers[groups[0].config.data.normalize])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from typing import Any
 
 import numpy as np
@@ -77,6 +78,10 @@ def groups(config) -> list[Group]:
     for v in values:
       if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise configs.ConfigError(f"sweep[{key!r}] value {v!r} must be a number (the key is swept in one program)")
+  size = lambda d: math.prod(len(v) for v in d.values())
+  if size(sweep) > configs.MAX_MEMBERS or size(dynamic) * config.num_seeds > configs.MAX_MEMBERS:
+    raise configs.ConfigError(f"the sweep has {size(sweep)} settings, {size(dynamic) * config.num_seeds} members "
+                              f"with num_seeds={config.num_seeds} in one program: at most {configs.MAX_MEMBERS}")
   settings = tuple(_grid(dynamic)) if dynamic else ({},)
   out = []
   for values in (_grid(static) if static else [{}]):

@@ -200,7 +200,8 @@ class Tracker:
   def _writer(self, name: str):
     if name not in self._writers:
       SummaryWriter = summary_writer_class()
-      self._writers[name] = SummaryWriter(os.path.join(self.workdir, TENSORBOARD_DIR, name), flush_secs=30,
+      logdir = files.record_tree(files.make_dirs(os.path.join(self.workdir, TENSORBOARD_DIR, name)))
+      self._writers[name] = SummaryWriter(logdir, flush_secs=30,
                                           filename_suffix=f".{uuid.uuid4().hex[:8]}")
     return self._writers[name]
 

@@ -8,8 +8,9 @@ One run, or one sweep group under `groups/<name>/`:
   checkpoints/    orbax steps (checkpoints.py)
   figures/        loss curves, reconstructions, sweep figures (eval_*.png: python -m jaxae.evaluate)
   tensorboard/    TensorBoard event files (tracking.py); wandb.json: the Weights & Biases run id
-  evaluation.json, export/   what python -m jaxae.evaluate wrote
-  jaxae.lock      while a run is on it: who holds the workdir (removed at the end)
+  evaluation.json, export/   what python -m jaxae.evaluate (and python -m jaxae.export) wrote
+  manifest.jsonl  every file and folder jaxae wrote here, as it wrote them (files.confined): what --fresh deletes
+  jaxae.lock      while a run, an evaluation or an export is on it: who holds the workdir (removed at the end)
 
 Nothing can corrupt it:
 - `locked` holds an OS-level lock (fcntl.flock) for the whole run, from process 0 of a job (the other
@@ -21,8 +22,12 @@ Nothing can corrupt it:
   the checkpoint's epoch, summary.json; symlinks and files of the wrong kind. Any disagreement is a
   one-line error naming the file and the key: earlier results are never silently rewritten.
 - Files are replaced atomically and never written through a symlink (files.py).
-- `--fresh` plans every deletion first (`fresh_plan`: only what jaxae writes; a symlink, a foreign file
-  inside jaxae's folders or a folder it cannot write stops it before anything is deleted).
+- `--fresh` plans every deletion first (`fresh_plan`: only what manifest.jsonl says jaxae wrote; a
+  symlink, a file inside jaxae's folders that the manifest does not list, or a folder it cannot write
+  stops it before anything is deleted). A workdir written before jaxae kept a manifest falls back to
+  the names jaxae writes (PNGs in figures/, orbax step folders in checkpoints/).
+- evaluate and export take the same lock (`taken`): a workdir that is training is refused, never read
+  half-written.
 """
 
 from __future__ import annotations
@@ -50,7 +55,8 @@ EVALUATION = "evaluation.json"
 EXPORT = "export"
 TENSORBOARD = "tensorboard"
 WANDB = "wandb.json"
-_FILES = (CONFIG, MEMBERS, NORMALIZER, report.METRICS, report.SUMMARY, SWEEP_SUMMARY, EVALUATION, WANDB)
+MANIFEST = files.MANIFEST
+_FILES = (CONFIG, MEMBERS, NORMALIZER, report.METRICS, report.SUMMARY, SWEEP_SUMMARY, EVALUATION, WANDB, MANIFEST)
 _DIRS = (checkpoints.CHECKPOINT_DIR, FIGURES, GROUPS, TENSORBOARD, EXPORT)
 WRITTEN = _FILES + _DIRS + tuple(f + ".tmp" for f in _FILES)
 _STEP_DIR = re.compile(r"^\d+(\.orbax-checkpoint-tmp(-\d+)?)?$")  # orbax: '40', '40.orbax-checkpoint-tmp-171..'
@@ -175,10 +181,57 @@ def locked(workdir: str, primary: bool = True, agree: Callable[[bool], bool] = b
       _remove_created(created, workdir)
 
 
+@contextlib.contextmanager
+def taken(workdir: str, writes: bool = True):
+  """The lock of an existing workdir, for evaluate and export: they never read a run that is training.
+
+  Raises WorkdirError when `workdir` does not exist (nothing is created), EnvironmentFailure when it is a
+  file or (writes) cannot be written, WorkdirBusy naming the run that holds it. writes=False (an export
+  to --out elsewhere): a workdir this process cannot write is read without taking its lock, unless a run
+  holds the lock now (a lock file is only ever created by a process that can write the folder).
+  """
+  import fcntl
+
+  if not os.path.lexists(workdir):
+    raise errors.WorkdirError(f"--workdir={workdir}: no such folder")
+  if not os.path.isdir(workdir):
+    raise errors.EnvironmentFailure(f"--workdir={workdir} is a file, not a directory")
+  if writes or os.access(workdir, os.W_OK | os.X_OK):
+    with locked(workdir):
+      yield
+    return
+  try:
+    fd = files.open_fd(os.path.join(workdir, LOCK), os.O_RDONLY)
+  except FileNotFoundError:
+    yield
+    return
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as e:
+      if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+        raise errors.WorkdirBusy(f"--workdir={workdir} is in use by another jaxae run ({_holder(fd)}): wait for it "
+                                 f"to finish") from None
+    yield
+  finally:
+    os.close(fd)
+
+
+@contextlib.contextmanager
+def writing(workdir: str):
+  """The body's writes below `workdir` pass no symlink at any level and are listed in its manifest.jsonl
+  (files.confined) -- unless the workdir holds jaxae's files from before manifests: then nothing is listed,
+  and --fresh keeps to the names jaxae writes there."""
+  legacy = not os.path.lexists(os.path.join(workdir, MANIFEST)) and any(
+      os.path.lexists(os.path.join(workdir, n)) for n in WRITTEN)
+  with files.confined(workdir, record=not legacy):
+    yield
+
+
 # ---------------------------------------------------------------------------------------------- the checks
 
 
-def _walk_symlinks(path: str) -> str | None:
+def first_symlink(path: str) -> str | None:
   """The first symlink at or under `path` (not following any), or None."""
   if os.path.islink(path):
     return path
@@ -201,7 +254,7 @@ def _check_kinds(directory: str) -> None:
       raise errors.WorkdirError(f"{path} is a {'file' if want_dir else 'folder'}, but jaxae writes a "
                                 f"{'folder' if want_dir else 'file'} there: move it out of the workdir")
     if want_dir and name != GROUPS:
-      link = _walk_symlinks(path)
+      link = first_symlink(path)
       if link:
         files.refuse_symlink(link)
 
@@ -336,55 +389,95 @@ def _writable(path: str) -> None:
                                     f"nothing was deleted")
 
 
-def fresh_plan(workdir: str) -> list[str]:
-  """The paths `--fresh` deletes: only names jaxae writes, each checked first.
+def _foreign(path: str) -> errors.WorkdirError:
+  return errors.WorkdirError(f"--fresh would delete {path}, which jaxae did not write: move it out of the workdir "
+                             f"first (nothing was deleted)")
 
-  Raises WorkdirError for a symlink among them, or a file inside jaxae's folders that jaxae does not
-  write (figures/ holds PNGs, checkpoints/ orbax step folders, groups/ one run folder per group);
-  EnvironmentFailure for a folder it could not delete from. Nothing is deleted here.
+
+def _check_recorded(workdir: str, recorded: dict[str, set[str]]) -> None:
+  """WorkdirError naming the first file or folder among jaxae's names that manifest.jsonl does not list."""
+  trees = recorded["tree"]
+
+  def covered(rel: str, is_dir: bool) -> bool:
+    if any(rel == t or rel.startswith(t + os.sep) for t in trees):
+      return True
+    if is_dir:
+      return rel in recorded["dir"]
+    return rel in recorded["file"] or (rel.endswith(".tmp") and rel[:-4] in recorded["file"])
+
+  for name in WRITTEN:
+    path = os.path.join(workdir, name)
+    if name == MANIFEST or not os.path.lexists(path):
+      continue
+    if not os.path.isdir(path):
+      if not covered(name, False):
+        raise _foreign(path)
+      continue
+    folders = []  # folders it does not list: named after any foreign file, the deepest one first
+    for root, dirs, names in os.walk(path, followlinks=False):
+      dirs.sort()
+      rel_root = os.path.relpath(root, workdir)
+      if not covered(rel_root, True):
+        folders.append(root)
+      for n in sorted(names) + dirs:
+        files.refuse_symlink(os.path.join(root, n))
+      for n in sorted(names):
+        if not covered(os.path.join(rel_root, n), False):
+          raise _foreign(os.path.join(root, n))
+    if folders:
+      raise _foreign(max(folders, key=lambda f: f.count(os.sep)))
+
+
+def fresh_plan(workdir: str) -> list[str]:
+  """The paths `--fresh` deletes: only what jaxae wrote, each checked first.
+
+  What jaxae wrote is what manifest.jsonl lists (files.confined records every file and folder as it is
+  written). Raises WorkdirError for a symlink, or a file or folder among jaxae's names that it does not
+  list (also a name in checkpoints/ that is not an orbax step folder); EnvironmentFailure for a folder it
+  could not delete from. Nothing is deleted here. A workdir from before manifests: PNGs in figures/,
+  orbax steps in checkpoints/, one run folder per group in groups/ (the names jaxae writes).
   """
   if not os.path.isdir(workdir):
     return []
   _check_kinds(workdir)
+  recorded = files.read_manifest(workdir)
+  if recorded is not None:
+    _check_recorded(workdir, recorded)
   plan = []
   for name in WRITTEN:
     path = os.path.join(workdir, name)
     if not os.path.lexists(path):
       continue
-    if name == FIGURES:
+    if name == checkpoints.CHECKPOINT_DIR:
+      foreign = [n for n in os.listdir(path) if not (_STEP_DIR.match(n) and os.path.isdir(os.path.join(path, n)))]
+      if foreign:
+        raise _foreign(os.path.join(path, foreign[0]))
+    elif recorded is None and name == FIGURES:
       for root, dirs, names in os.walk(path):
         foreign = [n for n in dirs + names if not (n.endswith(".png") or n.endswith(".png.tmp")) or
                    os.path.isdir(os.path.join(root, n))]
         if foreign:
-          raise errors.WorkdirError(f"--fresh would delete {os.path.join(root, foreign[0])}, which jaxae did not write: "
-                                    f"move it out of the workdir first (nothing was deleted)")
-    elif name == checkpoints.CHECKPOINT_DIR:
-      foreign = [n for n in os.listdir(path) if not (_STEP_DIR.match(n) and os.path.isdir(os.path.join(path, n)))]
-      if foreign:
-        raise errors.WorkdirError(f"--fresh would delete {os.path.join(path, foreign[0])}, which jaxae did not write: "
-                                  f"move it out of the workdir first (nothing was deleted)")
-    elif name == GROUPS:
+          raise _foreign(os.path.join(root, foreign[0]))
+    elif recorded is None and name == GROUPS:
       for group in os.listdir(path):
         group_dir = os.path.join(path, group)
         files.refuse_symlink(group_dir)
         if not os.path.isdir(group_dir):
-          raise errors.WorkdirError(f"--fresh would delete {group_dir}, which jaxae did not write: move it out of the "
-                                    f"workdir first (nothing was deleted)")
+          raise _foreign(group_dir)
         inner = fresh_plan(group_dir)
         if not inner:
-          raise errors.WorkdirError(f"--fresh would delete {group_dir}, which jaxae did not write: move it out of the "
-                                    f"workdir first (nothing was deleted)")
+          raise _foreign(group_dir)
         foreign = sorted(set(os.listdir(group_dir)) - {os.path.basename(p) for p in inner} - {LOCK})
         if foreign:
-          raise errors.WorkdirError(f"--fresh would delete {os.path.join(group_dir, foreign[0])}, which jaxae did not "
-                                    f"write: move it out of the workdir first (nothing was deleted)")
+          raise _foreign(os.path.join(group_dir, foreign[0]))
     if os.path.isdir(path):
       for root, dirs, _ in os.walk(path):
         _writable(root)
     plan.append(path)
   if plan:
     _writable(workdir)
-  return plan
+  # The manifest goes last: a --fresh cut short still lists what is left of what jaxae wrote.
+  return sorted(plan, key=lambda p: os.path.basename(p) == MANIFEST)
 
 
 def clear(workdir: str) -> None:

@@ -87,16 +87,25 @@ def as_inputs(x: np.ndarray, where: str) -> np.ndarray:
 
 
 def as_labels(labels: np.ndarray, where: str) -> np.ndarray:
-  """(N,) int32 class indices from integers, or floats that are all whole numbers (a csv column).
+  """(N,) int32 class indices from integers of any width and byte order, booleans, or floats that are all
+  whole numbers (a csv column).
 
-  Raises DataError for other shapes or dtypes and for fractional or NaN values.
+  Raises DataError for other shapes or dtypes, for fractional, NaN or infinite values, and for values
+  that int32 cannot hold (an int64 or uint64 label beyond it would wrap around, silently, to another class).
   """
   labels = np.asarray(labels)
   if labels.ndim != 1:
     raise DataError(f"{where}: labels have shape {labels.shape}, expected (N,)")
-  if labels.dtype.kind == "f" and not np.all(labels == np.round(labels)):
-    bad = labels[labels != np.round(labels)][0]
-    raise DataError(f"{where}: labels must be whole numbers (class indices), found {bad!r}")
   if labels.dtype.kind not in "biuf":
     raise DataError(f"{where}: labels have dtype {labels.dtype}, expected integer class indices")
+  if labels.dtype.kind == "f":
+    whole = np.isfinite(labels) & (labels == np.round(labels))
+    if not whole.all():
+      raise DataError(f"{where}: labels must be whole numbers (class indices), found {labels[~whole][0]!r}")
+  if labels.size and labels.dtype.kind in "iuf":
+    lo, hi = labels.min(), labels.max()
+    info = np.iinfo(np.int32)
+    if lo < info.min or hi > info.max:
+      raise DataError(f"{where}: labels range from {lo} to {hi}, beyond 32-bit class indices "
+                      f"[{info.min}, {info.max}]: renumber the classes")
   return labels.astype(np.int32)

@@ -40,6 +40,9 @@ class LazyArray:
   def __init__(self, shards: Sequence[np.ndarray], row_shape: tuple[int, ...] | None = None,
                index: np.ndarray | None = None, _files=None):
     self._shards = tuple(shards)
+    # Rows are handed out in native byte order ('>f4' on disk reads as float32): jax takes only native arrays.
+    self._stored = self._shards[0].dtype
+    self._native = self._stored.newbyteorder("=")
     self._starts = np.cumsum([0] + [len(s) for s in self._shards])  # shard k holds rows starts[k]:starts[k+1]
     self._row_shape = tuple(self._shards[0].shape[1:] if row_shape is None else row_shape)
     self._index = index
@@ -55,7 +58,11 @@ class LazyArray:
 
   @property
   def dtype(self) -> np.dtype:
-    return self._shards[0].dtype
+    """The rows' dtype as they are read: the stored one in native byte order."""
+    return self._native
+
+  def _native_rows(self, out: np.ndarray) -> np.ndarray:
+    return out if self._stored == self._native else out.byteswap().view(self._native)
 
   @property
   def ndim(self) -> int:
@@ -124,7 +131,7 @@ class LazyArray:
       lo, hi = max(start, self._starts[k]), min(stop, self._starts[k + 1])
       if lo < hi:
         parts.append((k, lo - self._starts[k], hi - self._starts[k]))
-    out = np.empty((stop - start, *self._row_shape), self.dtype)
+    out = np.empty((stop - start, *self._row_shape), self._stored)
     at = 0
     for k, lo, hi in parts:
       if self._files[k] is not None:
@@ -132,22 +139,22 @@ class LazyArray:
       else:
         out[at:at + hi - lo] = self._shards[k][lo:hi].reshape(hi - lo, *self._row_shape)
       at += hi - lo
-    return out
+    return self._native_rows(out)
 
   def _read_positions(self, positions: np.ndarray) -> np.ndarray:
-    out = np.empty((len(positions), *self._row_shape), self.dtype)
+    out = np.empty((len(positions), *self._row_shape), self._stored)
     shard_of = np.searchsorted(self._starts, positions, side="right") - 1
     for k in np.unique(shard_of):
       where = np.flatnonzero(shard_of == k)
       local = positions[where] - self._starts[k]
       order = np.argsort(local, kind="stable")  # ascending offsets: the file is read front to back
       if self._files[k] is not None:
-        rows = np.empty((len(order), *self._row_shape), self.dtype)
+        rows = np.empty((len(order), *self._row_shape), self._stored)
         self._files[k].read_rows(local[order], rows)
       else:
         rows = self._shards[k][local[order]]
       out[where[order]] = rows.reshape(len(rows), *self._row_shape)
-    return out
+    return self._native_rows(out)
 
 
 class _FileRows:

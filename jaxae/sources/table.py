@@ -1,6 +1,8 @@
 """`csv:PATH`: a numeric table, one example per row, optionally a header row and a label column.
 
-Read with the csv module into memory (pandas is not a dependency). The first row is a header when
+Read with the csv module into memory (pandas is not a dependency). The text is UTF-8, with or without
+a byte-order mark (as Excel saves it), or UTF-16 / UTF-32 with their byte-order mark; anything else is
+refused naming the line and byte, never guessed. The first row is a header when
 one of its cells is not a number while the cell below it is. Every column but `data.label_column` is
 an input feature, so inputs are vectors (N, D) float32; a column that is not numeric is an error
 naming it (encode or drop it first): jaxae does not guess encodings of categories.
@@ -8,11 +10,41 @@ naming it (encode or drop it first): jaxae does not guess encodings of categorie
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 
 import numpy as np
 
 from jaxae.sources.base import DataError, Options, Split, as_labels, expand
+
+
+# Byte-order marks, longest first (UTF-32-LE's begins with UTF-16-LE's).
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"), (codecs.BOM_UTF8, "utf-8"),
+         (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
+
+
+def _text(raw: bytes, where: str) -> str:
+  """The file's text: the encoding its byte-order mark names (the mark removed), else UTF-8.
+
+  Raises DataError naming the line and byte of the first byte that is not text in that encoding.
+  """
+  encoding, start = "utf-8", 0
+  for bom, name in _BOMS:
+    if raw.startswith(bom):
+      encoding, start = name, len(bom)
+      break
+  try:
+    text = raw[start:].decode(encoding)
+  except UnicodeDecodeError as e:
+    line = raw[start:start + e.start].count(b"\n" if encoding == "utf-8" else "\n".encode(encoding)) + 1
+    raise DataError(f"{where} line {line} is not {encoding.upper()} text (byte {start + e.start}): save the table as "
+                    f"UTF-8") from None
+  if "\x00" in text:  # valid UTF-8, but no table has NUL characters: UTF-16 without its byte-order mark
+    line = text[:text.index("\x00")].count("\n") + 1
+    raise DataError(f"{where} line {line} is not {encoding.upper()} text (a NUL character: UTF-16 without a "
+                    f"byte-order mark?): save the table as UTF-8")
+  return text
 
 
 def _is_number(cell: str) -> bool:
@@ -67,11 +99,15 @@ def read(argument: str, options: Options) -> Split:
   """
   path, where = expand(argument), f"csv:{argument}"
   try:
-    with open(path, newline="") as f:
-      reader = csv.reader(f)
-      numbered = [(reader.line_num, row) for row in reader if row]
-  except (OSError, UnicodeDecodeError, csv.Error) as e:
+    with open(path, "rb") as f:
+      raw = f.read()
+  except OSError as e:
     raise DataError(f"cannot read {where}: {e}") from None
+  try:
+    reader = csv.reader(io.StringIO(_text(raw, where), newline=""))
+    numbered = [(reader.line_num, row) for row in reader if row]
+  except csv.Error as e:
+    raise DataError(f"cannot read {where}: line {reader.line_num}: {e}") from None
   rows = [row for _, row in numbered]
   header = bool(rows) and _has_header(rows)
   body = numbered[1:] if header else numbered

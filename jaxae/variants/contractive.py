@@ -11,7 +11,7 @@ general path and the reference that tests compare 'structured' with.
 
 from __future__ import annotations
 
-from jaxae import configs, losses, models
+from jaxae import losses, models, validation
 from jaxae.variants import base
 
 METHODS = ("auto", "structured", "jacrev")
@@ -56,9 +56,9 @@ def make_loss(config, net):
 def validate(config) -> None:
   method = config.loss.contractive_jacobian
   if method not in METHODS:
-    raise configs.ConfigError(f"loss.contractive_jacobian={method!r} is not one of {', '.join(map(repr, METHODS))}")
+    raise validation.ConfigError(f"loss.contractive_jacobian={method!r} is not one of {', '.join(map(repr, METHODS))}")
   if method == "structured" and not _structured_applies(config):
-    raise configs.ConfigError("loss.contractive_jacobian='structured' needs the built-in model.backbone='mlp' or "
+    raise validation.ConfigError("loss.contractive_jacobian='structured' needs the built-in model.backbone='mlp' or "
                               "'linear' encoder: use 'jacrev' (any encoder) or 'auto'")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxae import configs, losses
+from jaxae import losses, validation
 from jaxae import data as data_lib
 from jaxae.variants import base
 
@@ -33,11 +33,11 @@ def make_loss(config, net):
 
 def validate(config) -> None:
   if config.noise.kind not in NOISES:
-    raise configs.ConfigError(f"noise.kind={config.noise.kind!r} is not one of {', '.join(map(repr, NOISES))}")
+    raise validation.ConfigError(f"noise.kind={config.noise.kind!r} is not one of {', '.join(map(repr, NOISES))}")
   if not isinstance(config.noise.clip, bool):
-    raise configs.ConfigError(f"noise.clip={config.noise.clip!r} must be True or False")
+    raise validation.ConfigError(f"noise.clip={config.noise.clip!r} must be True or False")
   if config.noise.kind in ("masking", "salt_pepper") and not config.noise.level <= 1:
-    raise configs.ConfigError(f"noise.level={config.noise.level!r} is a probability for {config.noise.kind} noise: "
+    raise validation.ConfigError(f"noise.level={config.noise.level!r} is a probability for {config.noise.kind} noise: "
                               f"must be in [0, 1]")
 
 

@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxae import configs, models, sae
+from jaxae import models, sae, validation
 from jaxae import data as data_lib
 from jaxae.variants import base
 
@@ -250,20 +250,20 @@ def validate(config) -> None:
   s = config.sae
   for key, options in (("sae.activation", sae.ACTIVATIONS), ("sae.b_dec_init", B_DEC_INITS),
                        ("sae.decoder_norm", DECODER_NORMS)):
-    if configs.get(config, key) not in options:
-      raise configs.ConfigError(f"{key}={configs.get(config, key)!r} is not one of {', '.join(map(repr, options))}")
+    if validation.get(config, key) not in options:
+      raise validation.ConfigError(f"{key}={validation.get(config, key)!r} is not one of {', '.join(map(repr, options))}")
   for key in ("model.expansion", "sae.k", "sae.dead_window", "sae.init_sample"):
-    configs.positive_int(config, key)
-  configs.positive_int(config, "sae.k_aux", zero_ok=True)
+    validation.positive_int(config, key)
+  validation.positive_int(config, "sae.k_aux", zero_ok=True)
   for key in ("sae.jumprelu_bandwidth", "sae.jumprelu_init_threshold", "sae.decoder_init_norm"):
-    value = configs.get(config, key)
+    value = validation.get(config, key)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-      raise configs.ConfigError(f"{key}={value!r} must be a positive number")
+      raise validation.ConfigError(f"{key}={value!r} must be a positive number")
   if config.loss.reconstruction != "mse":
-    raise configs.ConfigError(f"loss.reconstruction={config.loss.reconstruction!r}: variant 'sae' reconstructs with "
+    raise validation.ConfigError(f"loss.reconstruction={config.loss.reconstruction!r}: variant 'sae' reconstructs with "
                               f"squared error (loss.reconstruction='mse')")
   if isinstance(s.threshold_lr, bool) or not isinstance(s.threshold_lr, (int, float)) or not 0 < s.threshold_lr <= 1:
-    raise configs.ConfigError(f"sae.threshold_lr={s.threshold_lr!r} must be in (0, 1]")
+    raise validation.ConfigError(f"sae.threshold_lr={s.threshold_lr!r} must be in (0, 1]")
 
 
 def check_data(config, data) -> None:

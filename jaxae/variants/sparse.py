@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from jaxae import configs, losses
+from jaxae import losses, validation
 from jaxae.variants import base
 
 SPARSITIES = ("l1", "kl", "topk")
@@ -49,12 +49,12 @@ def make_code(config, net):
 
 def validate(config) -> None:
   if config.loss.sparsity not in SPARSITIES:
-    raise configs.ConfigError(f"loss.sparsity={config.loss.sparsity!r} is not one of {', '.join(map(repr, SPARSITIES))}")
+    raise validation.ConfigError(f"loss.sparsity={config.loss.sparsity!r} is not one of {', '.join(map(repr, SPARSITIES))}")
   if not 0 < config.loss.rho < 1:
-    raise configs.ConfigError(f"loss.rho={config.loss.rho!r} must be in (0, 1)")
-  configs.positive_int(config, "loss.topk")
+    raise validation.ConfigError(f"loss.rho={config.loss.rho!r} must be in (0, 1)")
+  validation.positive_int(config, "loss.topk")
   if config.loss.sparsity == "topk" and config.model.latent_dim and config.loss.topk > config.model.latent_dim:
-    raise configs.ConfigError(f"loss.topk={config.loss.topk} must be at most model.latent_dim={config.model.latent_dim}")
+    raise validation.ConfigError(f"loss.topk={config.loss.topk} must be at most model.latent_dim={config.model.latent_dim}")
 
 
 VARIANT = base.register(base.Variant(

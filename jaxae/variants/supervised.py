@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from jaxae import configs, losses, models
+from jaxae import losses, models, validation
 from jaxae import data as data_lib
 from jaxae.variants import base
 
@@ -34,7 +34,7 @@ def heads(config) -> dict:
 
 
 def validate(config) -> None:
-  configs.positive_int(config, "loss.num_classes")
+  validation.positive_int(config, "loss.num_classes")
 
 
 def check_data(config, data) -> None:
