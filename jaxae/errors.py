@@ -7,14 +7,17 @@ filesystem, no permission) are `EnvironmentFailure`, or an `OSError` that `envir
 recognizes, and exit with `EXIT_ENVIRONMENT`. Anything else is a bug in jaxae or in the user's own
 code: the traceback is printed and the exit status is `EXIT_INTERNAL`. Nothing here imports jax.
 
-  status  meaning
+  status  meaning (of `python -m jaxae.main`, `jaxae.evaluate` and `jaxae.export` alike: main.guarded)
   0       success
   1       every member diverged (the summary is still written and printed)
-  2       bad input: config, data, checkpoint or workdir content (nothing was trained or changed)
+  2       bad input: config, data, checkpoint or workdir content, a symlink where jaxae writes (nothing was
+          trained or changed)
   70      internal error: a bug (traceback printed)
-  74      environment failure: disk full, read-only filesystem, permissions, workdir is a file
+  74      environment failure: disk full, read-only filesystem, permissions, workdir or --out is a file
   75      the workdir is in use by another run (try again when it has finished)
-  130     stopped by SIGINT (Ctrl-C); 143 stopped by SIGTERM: a checkpoint was saved, run again to resume
+  130     stopped by SIGINT (Ctrl-C); 143 stopped by SIGTERM: a checkpoint was saved (or training had not
+          started: nothing was written), run again to resume
+  141     standard output was closed (`| head`): stopped as a SIGPIPE would
 """
 
 from __future__ import annotations
