@@ -237,15 +237,15 @@ def test_readme_variant_example_runs_as_written(tmp_path):
   section = (ROOT / "README.md").read_text().split("## Writing your own variant", 1)[1].split("\n## ", 1)[0]
   blocks = re.findall(r"```python\n(.*?)```", section, re.S)
   files = {b.splitlines()[0].lstrip("# ").strip(): b for b in blocks}
-  assert set(files) == {"my_variants.py", "rae_config.py"}
+  assert set(files) == {"my_variants.py", "my_rae_config.py"}
   code_lines = [line for line in files["my_variants.py"].splitlines() if line.strip() and not line.startswith("#")]
   assert len(code_lines) < 60
   for name, text in files.items():
     (tmp_path / name).write_text(text)
-  args = [sys.executable, "-m", "jaxae.main", f"--config={tmp_path / 'rae_config.py'}", f"--workdir={tmp_path / 'run'}",
-          *TINY, "--config.train.epochs=1", '--config.sweep={"loss.rae_beta": [1e-4, 1e-2]}']
+  args = [sys.executable, "-m", "jaxae.main", f"--config={tmp_path / 'my_rae_config.py'}", f"--workdir={tmp_path / 'run'}",
+          *TINY, "--config.train.epochs=1", '--config.sweep={"loss.my_rae_beta": [1e-4, 1e-2]}']
   out = subprocess.run(args, cwd=ROOT.parent, capture_output=True, text=True, timeout=300)  # not the repo: an installed jaxae
   assert out.returncode == 0, out.stderr
   summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-  assert [e["setting"] for e in summary["settings"]] == [{"loss.rae_beta": 1e-4}, {"loss.rae_beta": 1e-2}]
+  assert [e["setting"] for e in summary["settings"]] == [{"loss.my_rae_beta": 1e-4}, {"loss.my_rae_beta": 1e-2}]
   assert all("decoder_l2" in e["eval"] for e in summary["settings"])
