@@ -242,7 +242,7 @@ def test_state_tree_from_other_code_is_a_mismatch_not_damage(reference):
 def test_nothing_loads_pickles():
   pattern = re.compile(r"import pickle|\bpickle\.|cloudpickle|\bdill\b|allow_pickle\s*=\s*True|torch\.load|joblib\.load")
   assert pattern.search("x = pickle.loads(b)") and pattern.search("np.load(p, allow_pickle=True)")  # the detector works
-  lines = [(p, i, line) for p in (ROOT / "jaxae").rglob("*.py") for i, line in enumerate(p.read_text().splitlines(), 1)]
+  lines = [(p, i, line) for p in (ROOT / "src" / "jaxae").rglob("*.py") for i, line in enumerate(p.read_text().splitlines(), 1)]
   assert [f"{p}:{i}" for p, i, line in lines if pattern.search(line)] == []
   # Every np.load (user data: npy / npz sources) refuses pickles explicitly.
   loads = [(p, i, line) for p, i, line in lines if re.search(r"(?<!`)np\.load\(", line)]  # code, not `docs`

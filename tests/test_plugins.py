@@ -137,7 +137,7 @@ def test_reference_784_100_20_parameter_count_is_printed(tmp_path, monkeypatch, 
 def test_no_variant_name_is_compared_outside_the_variants_package():
   pattern = re.compile(r"\.variant\s*(==|!=|in\b|not in\b)|(==|!=)\s*[\w.]*\.variant\b|variant\s*(==|!=)\s*['\"]")
   assert pattern.search('if config.variant == "vae":') and pattern.search("x = 'vae' == cfg.variant")  # the detector works
-  hits = [f"{p.relative_to(ROOT)}:{i}" for p in (ROOT / "jaxae").rglob("*.py") if "variants" not in p.parts
+  hits = [f"{p.relative_to(ROOT)}:{i}" for p in (ROOT / "src" / "jaxae").rglob("*.py") if "variants" not in p.parts
           for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
   assert hits == []
 

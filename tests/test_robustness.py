@@ -633,3 +633,19 @@ def test_second_ctrl_c_while_starting_stops_at_once(tmp_path):
   line = one_line(err)
   assert "stopped at once by a second Ctrl-C" in line or "before training started" in line, line
   assert not wd.exists() or "to resume" in out
+
+
+def test_a_clone_named_jaxae_does_not_shadow_the_installed_package(tmp_path):
+  """`git clone ... jaxae` then commands from its parent folder: the clone folder (no __init__.py at its root)
+  must not be imported as a namespace package `jaxae` in place of the installed one (the src layout)."""
+  clone = tmp_path / "jaxae"
+  (clone / "configs").mkdir(parents=True)
+  (clone / "README.md").write_text("a clone's top level\n")
+  where = subprocess.run([sys.executable, "-c", "import jaxae; print(jaxae.__file__)"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+  assert where.returncode == 0, where.stderr
+  assert str(tmp_path) not in where.stdout and where.stdout.strip().endswith("__init__.py")
+  listed = subprocess.run([sys.executable, "-m", "jaxae.config_files"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+  assert listed.returncode == 0, listed.stderr
+  assert "vae" in listed.stdout
