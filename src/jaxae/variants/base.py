@@ -283,6 +283,28 @@ def decoder_log_likelihood(config, net) -> Callable:
   return lambda params, logits, x, hp: model.bound(params).log_likelihood(logits, x, hp)
 
 
+REPARAMETERIZATION_SALT = 7  # a Gaussian encoder's sample key: fold_in(step key, 7), in every variant that uses it
+
+
+def gaussian_autoencode(net, log_likelihood: Callable, params, hp, x, key, train) -> dict:
+  """One pass of a Gaussian-encoder model, the part every VAE-family objective shares.
+
+  x: float32 (B, *data_shape); `log_likelihood` from `decoder_log_likelihood`. Returns float32 arrays:
+  mean, log_var (B, d) of q(z|x); z (B, d), one reparameterized sample (Kingma & Welling 2014, eq. 10;
+  key fold_in(key, REPARAMETERIZATION_SALT)); logits, the decoder's output for z; and scalars nll (the
+  batch mean of -log p(x|z), nats per example), kl (KL(q(z|x) || N(0, I)), closed form, Kingma & Welling
+  2014 appendix B, nats per example), active_units (Burda et al. 2016, sec. 5.2: Var_x(E_q[z_j | x]) >
+  0.01, here over the batch) and recon_mse (the decoder mean's squared error).
+  """
+  mean, log_var = net.encode(params, x, key, train)
+  z = losses.reparameterize(jax.random.fold_in(key, REPARAMETERIZATION_SALT), mean, log_var)
+  logits = net.decode(params, z, key, train)
+  return {"mean": mean, "log_var": log_var, "z": z, "logits": logits,
+          "nll": -jnp.mean(log_likelihood(params, logits, x, hp)), "kl": losses.gaussian_kl(mean, log_var),
+          "active_units": jnp.sum(jnp.var(mean, axis=0) > 0.01).astype(jnp.float32),
+          "recon_mse": losses.mse(net.mean(logits), x)}
+
+
 def likelihood_heads(config) -> dict:
   """{name: flax module}: the heads a decoder likelihood adds to the network (Variant.heads of every
   Gaussian-encoder variant includes them): {'likelihood': LogSigmaHead()} for 'gaussian_learned', none

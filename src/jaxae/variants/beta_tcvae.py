@@ -52,16 +52,15 @@ from __future__ import annotations
 
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from jaxae import configs, losses
+from jaxae import configs
 from jaxae.variants import base
 
 ESTIMATORS = ("mws", "mss")
-REPARAMETERIZATION_SALT = 7  # the sample's key: fold_in(step key, 7), as the VAE's
+REPARAMETERIZATION_SALT = base.REPARAMETERIZATION_SALT  # the sample's key: fold_in(step key, 7)
 _LOG_2PI = math.log(2 * math.pi)
 
 
@@ -119,16 +118,14 @@ def make_loss(config, net):
 
   def loss_fn(params, hp, batch, key, train):
     x = batch["x"]
-    mean, log_var = net.encode(params, x, key, train)
-    z = losses.reparameterize(jax.random.fold_in(key, REPARAMETERIZATION_SALT), mean, log_var)
-    logits = net.decode(params, z, key, train)
-    nll = -jnp.mean(log_likelihood(params, logits, x, hp))
+    out = base.gaussian_autoencode(net, log_likelihood, params, hp, x, key, train)
+    mean, log_var, z, nll = out["mean"], out["log_var"], out["z"], out["nll"]
     terms = decompose(z, mean, log_var, batch["num_train"], estimator)
     loss = nll + hp["tc_alpha"] * terms["mi"] + hp["tc_beta"] * terms["tc"] + hp["tc_gamma"] * terms["dim_kl"]
-    kl = losses.gaussian_kl(mean, log_var)
-    active = jnp.sum(jnp.var(mean, axis=0) > 0.01).astype(jnp.float32)  # Burda et al. 2016, sec. 5.2
+    kl = out["kl"]
+    active = out["active_units"]
     return loss, {"loss": loss, "mi": terms["mi"], "tc": terms["tc"], "dim_kl": terms["dim_kl"], "kl": kl,
-                  "recon_nll": nll, "neg_elbo": nll + kl, "recon_mse": losses.mse(net.mean(logits), x),
+                  "recon_nll": nll, "neg_elbo": nll + kl, "recon_mse": out["recon_mse"],
                   "active_units": active}
 
   return loss_fn

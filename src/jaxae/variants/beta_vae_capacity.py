@@ -20,13 +20,12 @@ neg_elbo = recon_nll + kl; recon_mse (per element); active_units (Var_x(E_q[z_j|
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
-from jaxae import configs, losses
+from jaxae import configs
 from jaxae.variants import base
 
-REPARAMETERIZATION_SALT = 7  # the sample's key: fold_in(step key, 7), as the VAE's
+REPARAMETERIZATION_SALT = base.REPARAMETERIZATION_SALT  # the sample's key: fold_in(step key, 7)
 
 
 def capacity(step, capacity_max, capacity_steps: int):
@@ -45,16 +44,14 @@ def make_loss(config, net):
 
   def loss_fn(params, hp, batch, key, train):
     x = batch["x"]
-    mean, log_var = net.encode(params, x, key, train)
-    z = losses.reparameterize(jax.random.fold_in(key, REPARAMETERIZATION_SALT), mean, log_var)
-    logits = net.decode(params, z, key, train)
-    nll = -jnp.mean(log_likelihood(params, logits, x, hp))
-    kl = losses.gaussian_kl(mean, log_var)
+    out = base.gaussian_autoencode(net, log_likelihood, params, hp, x, key, train)
+    nll = out["nll"]
+    kl = out["kl"]
     c = capacity(batch["step"], hp["capacity_max"], steps)
     loss = nll + hp["capacity_gamma"] * jnp.abs(kl - c)
-    active = jnp.sum(jnp.var(mean, axis=0) > 0.01).astype(jnp.float32)
+    active = out["active_units"]
     return loss, {"loss": loss, "capacity": c, "kl": kl, "recon_nll": nll, "neg_elbo": nll + kl,
-                  "active_units": active, "recon_mse": losses.mse(net.mean(logits), x)}
+                  "active_units": active, "recon_mse": out["recon_mse"]}
 
   return loss_fn
 

@@ -37,10 +37,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxae import losses
 from jaxae.variants import _adversarial, base
 
-REPARAMETERIZATION_SALT = 7  # the sample's key: fold_in(step key, 7), as the VAE's
+REPARAMETERIZATION_SALT = base.REPARAMETERIZATION_SALT  # the sample's key: fold_in(step key, 7)
 PERMUTATION_SALT = 11  # permute_dims' key: fold_in(step key, 11)
 
 
@@ -50,11 +49,9 @@ def make_loss(config, net):
 
   def loss_fn(params, hp, batch, key, train):
     x = batch["x"]
-    mean, log_var = net.encode(params, x, key, train)
-    z = losses.reparameterize(jax.random.fold_in(key, REPARAMETERIZATION_SALT), mean, log_var)
-    logits = net.decode(params, z, key, train)
-    nll = -jnp.mean(log_likelihood(params, logits, x, hp))
-    kl = losses.gaussian_kl(mean, log_var)
+    out = base.gaussian_autoencode(net, log_likelihood, params, hp, x, key, train)
+    z, nll = out["z"], out["nll"]
+    kl = out["kl"]
     # The model's TC estimate sees a fixed discriminator: gradients reach the encoder through z only.
     d_z = net.head(jax.lax.stop_gradient(params), disc, z, key, train)
     tc = jnp.mean(d_z[:, 0] - d_z[:, 1])
@@ -68,9 +65,9 @@ def make_loss(config, net):
     d_loss, d_acc = _adversarial.discriminator_terms(real, fake)
     loss = model_loss + d_loss
     # Active units (Burda et al. 2016, sec. 5.2): Var_x(E_q[z_j | x]) > 0.01, here over the batch.
-    active = jnp.sum(jnp.var(mean, axis=0) > 0.01).astype(jnp.float32)
+    active = out["active_units"]
     return loss, {"recon_nll": nll, "kl": kl, "neg_elbo": nll + kl, "tc_estimate": tc, "disc_loss": d_loss,
-                  "disc_accuracy": d_acc, "active_units": active, "recon_mse": losses.mse(net.mean(logits), x),
+                  "disc_accuracy": d_acc, "active_units": active, "recon_mse": out["recon_mse"],
                   "loss": loss}
 
   return loss_fn

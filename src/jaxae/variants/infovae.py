@@ -41,7 +41,7 @@ import jax.numpy as jnp
 from jaxae import configs, losses
 from jaxae.variants import base, wae
 
-REPARAMETERIZATION_SALT = 7  # the sample's key: fold_in(step key, 7), as in vae.py
+REPARAMETERIZATION_SALT = base.REPARAMETERIZATION_SALT  # the sample's key: fold_in(step key, 7)
 PRIOR_SALT = wae.PRIOR_SALT  # the prior samples' key: fold_in(step key, 13)
 
 
@@ -51,18 +51,16 @@ def make_loss(config, net):
 
   def loss_fn(params, hp, batch, key, train):
     x = batch["x"]
-    mean, log_var = net.encode(params, x, key, train)
-    z = losses.reparameterize(jax.random.fold_in(key, REPARAMETERIZATION_SALT), mean, log_var)
-    logits = net.decode(params, z, key, train)
-    nll = -jnp.mean(log_likelihood(params, logits, x, hp))
-    kl = losses.gaussian_kl(mean, log_var)
+    out = base.gaussian_autoencode(net, log_likelihood, params, hp, x, key, train)
+    z, nll = out["z"], out["nll"]
+    kl = out["kl"]
     z_prior = jax.random.normal(jax.random.fold_in(key, PRIOR_SALT), z.shape, jnp.float32)
     mmd = losses.mmd(z, z_prior, kernel)
     alpha, lam = hp["info_alpha"], hp["info_lambda"]
     loss = nll + (1.0 - alpha) * kl + (alpha + lam - 1.0) * mmd
-    active = jnp.sum(jnp.var(mean, axis=0) > 0.01).astype(jnp.float32)  # Burda et al. 2016, sec. 5.2
+    active = out["active_units"]
     return loss, {"recon_nll": nll, "kl": kl, "neg_elbo": nll + kl, "mmd": mmd, "active_units": active,
-                  "recon_mse": losses.mse(net.mean(logits), x), "loss": loss}
+                  "recon_mse": out["recon_mse"], "loss": loss}
 
   return loss_fn
 

@@ -23,13 +23,12 @@ sec. 3), the decoder's expectation of x, is reported beside it.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from jaxae import losses
 from jaxae.variants import base
 
-REPARAMETERIZATION_SALT = 7  # the sample's key: fold_in(step key, 7)
+REPARAMETERIZATION_SALT = base.REPARAMETERIZATION_SALT  # the sample's key: fold_in(step key, 7)
 
 
 def make_loss(config, net):
@@ -38,16 +37,11 @@ def make_loss(config, net):
 
   def loss_fn(params, hp, batch, key, train):
     x = batch["x"]
-    mean, log_var = net.encode(params, x, key, train)
-    z = losses.reparameterize(jax.random.fold_in(key, REPARAMETERIZATION_SALT), mean, log_var)
-    logits = net.decode(params, z, key, train)
-    nll = -jnp.mean(log_likelihood(params, logits, x, hp))
-    kl = losses.gaussian_kl(mean, log_var)
+    out = base.gaussian_autoencode(net, log_likelihood, params, hp, x, key, train)
+    logits, nll, kl = out["logits"], out["nll"], out["kl"]
     loss = nll + hp["beta"] * kl
-    # Active units (Burda et al. 2016, sec. 5.2): Var_x(E_q[z_j | x]) > 0.01, here over the batch.
-    active = jnp.sum(jnp.var(mean, axis=0) > 0.01).astype(jnp.float32)
-    metrics = {"recon_nll": nll, "kl": kl, "neg_elbo": nll + kl, "active_units": active,
-               "recon_mse": losses.mse(net.mean(logits), x), "loss": loss}
+    metrics = {"recon_nll": nll, "kl": kl, "neg_elbo": nll + kl, "active_units": out["active_units"],
+               "recon_mse": out["recon_mse"], "loss": loss}
     if kind == "continuous_bernoulli":
       metrics["recon_mse_cb_mean"] = losses.mse(losses.continuous_bernoulli_mean(logits), x)
     if kind == "gaussian_learned":
