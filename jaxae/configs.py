@@ -33,7 +33,8 @@ BINARIZATIONS = ("none", "dynamic", "static")  # data.binarize (Salakhutdinov & 
 # The optimizer's sweepable scalars (every variant has them): per-member arrays in the optimizer state
 # (optax.inject_hyperparams), so sweeping them costs no recompilation. Variants add their own
 # (`Variant.hparams`), see `sweepable`.
-OPTIMIZER_HPARAMS = {"optimizer.learning_rate": "learning_rate", "optimizer.weight_decay": "weight_decay"}
+OPTIMIZER_HPARAMS = {"optimizer.learning_rate": "learning_rate", "optimizer.weight_decay": "weight_decay",
+                     "optimizer.decay_fraction": "decay_fraction"}
 
 # The data keys a sweep may change: each group fits its own normalizer and picks streaming on its own;
 # every other data.* key would need the data loaded again per group (refused, see parse_sweep).
@@ -127,6 +128,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.momentum = 0.9
   c.optimizer.schedule = "constant"
   c.optimizer.warmup_epochs = 0
+  c.optimizer.decay_fraction = 0.0  # the learning rate decays linearly to 0 over this last fraction of training
 
   c.train = ml_collections.ConfigDict()
   c.train.epochs = 30
@@ -278,6 +280,8 @@ def validate(config) -> None:
     value = get(config, key)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
       raise ConfigError(f"{key}={value!r} must be a rate in [0, 1)")
+  if not 0 <= config.optimizer.decay_fraction <= 1:
+    raise ConfigError(f"optimizer.decay_fraction={config.optimizer.decay_fraction!r} must be in [0, 1]")
   if not 0 <= config.optimizer.momentum < 1:
     raise ConfigError(f"optimizer.momentum={config.optimizer.momentum!r} must be in [0, 1)")
   if not 0 <= config.data.holdout_fraction < 1:
