@@ -95,6 +95,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.channels = 0  # folder: / hf: images: 1 (grayscale) or 3 (RGB); 0 = 1 if every image is grayscale.
   c.data.image_size = ()  # folder: / hf: images resized to (height, width); () = all must share one size.
   c.data.label_column = ""  # csv: / hf: the label column, a name or an index; '' = none (hf: 'label').
+  c.data.column = ""  # hf: the input column, e.g. a SAELens cache's hook name; '' = automatic (jaxae/sources/hf.py)
   c.data.normalize = "none"  # 'none' | 'minmax' | 'standardize' | 'unit_mean_square', training-split statistics.
   c.data.binarize = "none"  # 'dynamic': Bernoulli pixels drawn anew every step; 'static': once (held-out: once)
   c.data.stream = "auto"  # 'true': batches from host/disk (jaxae/stream.py); 'false': all on the device; 'auto'
@@ -323,6 +324,9 @@ def _check_data(config) -> None:
         sources.lookup(data[key])
       except sources.DataError:
         raise ConfigError(f"data.{key}={data[key]!r} must be one of {sources.usages()}") from None
+  if data.column and not any(str(data[k]).startswith("hf:") for k in ("source", "eval_source")):
+    raise ConfigError(f"data.column={data.column!r} picks a column of an 'hf:PATH' dataset; data.source is "
+                      f"{data.source!r}")
   if data.labels and not (data.labels.startswith("npy:") and len(data.labels) > 4):
     raise ConfigError(f"data.labels={data.labels!r} must be '' or 'npy:PATH' (a 1-D array of class indices)")
   if data.channels not in (0, 1, 3):
