@@ -133,6 +133,27 @@ def test_bad_schedule_settings_are_one_line_errors():
     sweep.groups(config)
 
 
+def test_k_start_beyond_the_latents_and_epochs_under_a_decay_are_refused():
+  import types
+
+  from jaxae import data as data_lib
+  from jaxae import workdir
+
+  config = sae_config("topk", sae__k=2, sae__k_start=40, sae__k_anneal_steps=10, model__expansion=4)
+  with pytest.raises(data_lib.DataError, match=r"sae.k_start=40 is larger than the 24 latents"):
+    sae_variant.check_data(config, types.SimpleNamespace(train=types.SimpleNamespace(x=np.zeros((8, 6)))))
+  # the decay's length is train.epochs: a resumed run may not change it (a warm-up's length is in steps: it may)
+  flat = lambda **kw: configs.flatten(sae_config("relu", **kw))
+  assert workdir.incompatible_keys(flat(sae__sparsity_warmup_steps=5), flat(sae__sparsity_warmup_steps=5, train__epochs=9)) == []
+  assert workdir.incompatible_keys(flat(optimizer__decay_fraction=0.2),
+                                   flat(optimizer__decay_fraction=0.2, train__epochs=9)) == ["train.epochs"]
+  swept = sae_config("relu")
+  swept.sweep = '{"optimizer.decay_fraction": [0, 0.2]}'
+  longer = configs.flatten(swept)
+  longer["train.epochs"] = 9
+  assert workdir.incompatible_keys(configs.flatten(swept), longer) == ["train.epochs"]
+
+
 # --- end to end: a sweep of schedules in one program, resumed across the warm-up's end ---------------
 
 def _acts(tmp_path):
