@@ -560,3 +560,115 @@ def test_split_take_keeps_name_and_labels():
   np.testing.assert_array_equal(part.x, [[8, 9], [2, 3]])
   np.testing.assert_array_equal(part.labels, [4, 1])
   assert part.name == "mine" and dataclasses.replace(part, labels=None).labels is None
+
+
+# --- activation caches as they exist: SAELens's Hugging Face caches, bfloat16 .npy --------------------
+
+def _saelens_cache(path, acts, hook="blocks.0.hook_resid_pre", dtype="float32", extra=None):
+  """A dataset in the layout of SAELens's CacheActivationsRunner (v6): one row per sequence, the hook's
+  activations as an Array2D (context_size, d_in) column and the tokens as a Sequence(int32) column."""
+  import datasets
+
+  n, context, d = acts.shape
+  features = {hook: datasets.Array2D(shape=(context, d), dtype=dtype),
+              "token_ids": datasets.Sequence(datasets.Value("int32"), length=context)}
+  columns = {hook: acts, "token_ids": np.arange(n * context, dtype=np.int32).reshape(n, context)}
+  for name, (feature, values) in (extra or {}).items():
+    features[name], columns[name] = feature, values
+  datasets.Dataset.from_dict(columns, features=datasets.Features(features)).save_to_disk(str(path))
+
+
+def test_hf_saelens_cache_is_read_per_token(tmp_path):
+  """Each row's (context_size, d_in) activations are context_size examples, in order; the token ids can be
+  the labels (one per token), a label per sequence is repeated per token; float16 stays float16."""
+  import datasets
+
+  rng = np.random.default_rng(0)
+  acts = rng.standard_normal((5, 4, 3)).astype(np.float32)
+  _saelens_cache(tmp_path / "cache", acts)
+  split = data.load_source(f"hf:{tmp_path}/cache")
+  np.testing.assert_array_equal(split.x, acts.reshape(20, 3))  # row i * 4 + t is token t of sequence i
+  assert split.x.dtype == np.float32 and split.labels is None
+  split = data.load_source(f"hf:{tmp_path}/cache", data.Options(label_column="token_ids"))
+  np.testing.assert_array_equal(split.labels, np.arange(20))
+  half = acts.astype(np.float16)
+  _saelens_cache(tmp_path / "half", half, dtype="float16", extra={"label": (datasets.Value("int64"), np.arange(5) * 10),
+                                                 "other": (datasets.Array2D(shape=(4, 2), dtype="float32"),
+                                                           acts[:, :, :2] + 1)})
+  with pytest.raises(data.DataError, match=r"several per-token \(Array2D\) columns \['blocks.0.hook_resid_pre', 'other'\]"):
+    data.load_source(f"hf:{tmp_path}/half")
+  split = data.load_source(f"hf:{tmp_path}/half", data.Options(column="blocks.0.hook_resid_pre"))
+  assert split.x.dtype == np.float16
+  np.testing.assert_array_equal(split.x, half.reshape(20, 3))
+  np.testing.assert_array_equal(split.labels, np.repeat(np.arange(5) * 10, 4))
+  split = data.load_source(f"hf:{tmp_path}/half", data.Options(column="other"))
+  np.testing.assert_array_equal(split.x, (acts[:, :, :2] + 1).reshape(20, 2))
+  with pytest.raises(data.DataError, match=r"data.column='nope' is not a column \(blocks.0.hook_resid_pre, token_ids"):
+    data.load_source(f"hf:{tmp_path}/half", data.Options(column="nope"))
+  split = data.load_source(f"hf:{tmp_path}/half", data.Options(column="token_ids"))  # a plain column: per row
+  np.testing.assert_array_equal(split.x, np.arange(20).reshape(5, 4))
+  with pytest.raises(configs.ConfigError, match="data.column='x' picks a column of an 'hf:PATH' dataset"):
+    tiny_config("vanilla", data__source="npy:a.npy", data__column="x")
+
+
+def _bfloat16(a):
+  import ml_dtypes
+
+  return np.asarray(a, np.float32).astype(ml_dtypes.bfloat16)
+
+
+def test_bfloat16_npy_and_npz_are_read_as_float32(tmp_path):
+  """np.save of an ml_dtypes bfloat16 array writes dtype '<V2', which np.load returns as raw bytes: the
+  sources read the numbers, as float32 (exactly), in shards and subsets too; other void dtypes are refused."""
+  rng = np.random.default_rng(1)
+  a = _bfloat16(rng.standard_normal((10, 3)) * 100)
+  assert np.load(_save(tmp_path / "one.npy", a)).dtype.kind == "V"  # what NumPy alone gives
+  expected = a.astype(np.float32)
+  assert not np.array_equal(expected, rng.standard_normal((10, 3)).astype(np.float32))
+  split = data.load_source(f"npy:{tmp_path}/one.npy")
+  assert split.x.dtype == np.float32 and split.x.shape == (10, 3)
+  np.testing.assert_array_equal(split.x[:], expected)
+  np.testing.assert_array_equal(split.x[np.asarray([7, 2])], expected[[7, 2]])
+  np.testing.assert_array_equal(split.take(np.asarray([3, 1])).x[:], expected[[3, 1]])
+  (tmp_path / "sh").mkdir()
+  _save(tmp_path / "sh" / "0.npy", a[:4])
+  _save(tmp_path / "sh" / "1.npy", a[4:])
+  np.testing.assert_array_equal(data.load_source(f"npy:{tmp_path}/sh/*.npy").x[:], expected)
+  np.savez(tmp_path / "a.npz", x=a)
+  np.testing.assert_array_equal(data.load_source(f"npz:{tmp_path}/a.npz").x, expected)
+  _save(tmp_path / "sh" / "2.npy", np.zeros((2, 3), "V2"))
+  with pytest.raises(data.DataError, match=r"2.npy holds dtype '\|V2' \(raw bytes or records\)"):
+    data.load_source(f"npy:{tmp_path}/sh/*.npy")
+
+
+def _save(path, a):
+  np.save(path, a)
+  return path
+
+
+def test_sae_trains_on_a_saelens_cache_and_evaluates_on_bfloat16_through_main(tmp_path, monkeypatch, capsys):
+  """The command line: `data.source='hf:CACHE'` with `data.column=HOOK` (8 sequences x 16 tokens = 128 examples,
+  4 steps of 32) and `data.eval_source='npy:BF16'`; the held-out FVU is NumPy's on the float32 values."""
+  from conftest import run_main
+  from jaxae import load, sae
+
+  x, _ = sae.synthetic_features(160, 6, 12, 2.0, seed=2)
+  _saelens_cache(tmp_path / "cache", x[:128].reshape(8, 16, 6), hook="blocks.3.hook_mlp_out")
+  _save(tmp_path / "eval.npy", _bfloat16(x[128:]))
+  wd = tmp_path / "run"
+  rc, out, err = run_main(monkeypatch, capsys, "--config=configs/sae.py", f"--config.data.source=hf:{tmp_path}/cache",
+                          "--config.data.column=blocks.3.hook_mlp_out", f"--config.data.eval_source=npy:{tmp_path}/eval.npy",
+                          f"--workdir={wd}", "--config.num_seeds=1", "--config.model.expansion=2", "--config.sae.k=2",
+                          "--config.train.epochs=1", "--config.train.batch_size=32", "--config.train.progress=False",
+                          "--config.train.figures=False", "--config.log.tensorboard=False")
+  assert rc == 0, err
+  run = load.load_run(str(wd))
+  assert run.step == 4  # 128 per-token examples / 32
+  held = _bfloat16(x[128:]).astype(np.float32)
+  from jaxae import analysis
+  import jax
+  params = jax.tree.map(lambda a: a[0], run.params)
+  scale = float(run.model.normalizer.scale[0])
+  x_hat = analysis.reconstruct(run.model, params, held, run.config) * scale
+  fvu = json.loads((wd / "summary.json").read_text())["settings"][0]["eval"]["fvu"]["mean"]
+  np.testing.assert_allclose(fvu, sae.fvu(held, x_hat), rtol=1e-3)

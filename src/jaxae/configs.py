@@ -33,7 +33,8 @@ BINARIZATIONS = ("none", "dynamic", "static")  # data.binarize (Salakhutdinov & 
 # The optimizer's sweepable scalars (every variant has them): per-member arrays in the optimizer state
 # (optax.inject_hyperparams), so sweeping them costs no recompilation. Variants add their own
 # (`Variant.hparams`), see `sweepable`.
-OPTIMIZER_HPARAMS = {"optimizer.learning_rate": "learning_rate", "optimizer.weight_decay": "weight_decay"}
+OPTIMIZER_HPARAMS = {"optimizer.learning_rate": "learning_rate", "optimizer.weight_decay": "weight_decay",
+                     "optimizer.decay_fraction": "decay_fraction"}
 
 # The data keys a sweep may change: each group fits its own normalizer and picks streaming on its own;
 # every other data.* key would need the data loaded again per group (refused, see parse_sweep).
@@ -94,6 +95,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.channels = 0  # folder: / hf: images: 1 (grayscale) or 3 (RGB); 0 = 1 if every image is grayscale.
   c.data.image_size = ()  # folder: / hf: images resized to (height, width); () = all must share one size.
   c.data.label_column = ""  # csv: / hf: the label column, a name or an index; '' = none (hf: 'label').
+  c.data.column = ""  # hf: the input column, e.g. a SAELens cache's hook name; '' = automatic (jaxae/sources/hf.py)
   c.data.normalize = "none"  # 'none' | 'minmax' | 'standardize' | 'unit_mean_square', training-split statistics.
   c.data.binarize = "none"  # 'dynamic': Bernoulli pixels drawn anew every step; 'static': once (held-out: once)
   c.data.stream = "auto"  # 'true': batches from host/disk (jaxae/stream.py); 'false': all on the device; 'auto'
@@ -127,6 +129,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.momentum = 0.9
   c.optimizer.schedule = "constant"
   c.optimizer.warmup_epochs = 0
+  c.optimizer.decay_fraction = 0.0  # the learning rate decays linearly to 0 over this last fraction of training
 
   c.train = ml_collections.ConfigDict()
   c.train.epochs = 30
@@ -278,6 +281,8 @@ def validate(config) -> None:
     value = get(config, key)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
       raise ConfigError(f"{key}={value!r} must be a rate in [0, 1)")
+  if not 0 <= config.optimizer.decay_fraction <= 1:
+    raise ConfigError(f"optimizer.decay_fraction={config.optimizer.decay_fraction!r} must be in [0, 1]")
   if not 0 <= config.optimizer.momentum < 1:
     raise ConfigError(f"optimizer.momentum={config.optimizer.momentum!r} must be in [0, 1)")
   if not 0 <= config.data.holdout_fraction < 1:
@@ -319,6 +324,9 @@ def _check_data(config) -> None:
         sources.lookup(data[key])
       except sources.DataError:
         raise ConfigError(f"data.{key}={data[key]!r} must be one of {sources.usages()}") from None
+  if data.column and not any(str(data[k]).startswith("hf:") for k in ("source", "eval_source")):
+    raise ConfigError(f"data.column={data.column!r} picks a column of an 'hf:PATH' dataset; data.source is "
+                      f"{data.source!r}")
   if data.labels and not (data.labels.startswith("npy:") and len(data.labels) > 4):
     raise ConfigError(f"data.labels={data.labels!r} must be '' or 'npy:PATH' (a 1-D array of class indices)")
   if data.channels not in (0, 1, 3):

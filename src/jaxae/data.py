@@ -47,7 +47,8 @@ class Data:
 def options(data_config, split: str) -> Options:
   """The reader options of `config.data` for one split ('train', 'test', TFDS split syntax, ...)."""
   return Options(split=split, data_dir=data_config.data_dir, channels=data_config.channels,
-                 image_size=tuple(data_config.image_size), label_column=str(data_config.label_column))
+                 image_size=tuple(data_config.image_size), label_column=str(data_config.label_column),
+                 column=str(data_config.get("column", "")))
 
 
 def load_source(source: str, options: Options = Options()) -> Split:

@@ -1,8 +1,9 @@
 """Optimizers from optax by name, with the learning rate and weight decay as per-member hyperparameters.
 
-`optax.inject_hyperparams` moves `learning_rate` and `weight_decay` out of the (static) transform and
-into the optimizer state, so members of one vmapped program can train with different values: a
-learning-rate sweep costs no recompilation. The schedule is a multiplier of the base rate.
+`optax.inject_hyperparams` moves `learning_rate`, `weight_decay` and `decay_fraction` out of the (static)
+transform and into the optimizer state, so members of one vmapped program can train with different values: a
+learning-rate sweep costs no recompilation. The schedule is a multiplier of the base rate, times the final
+linear decay of `optimizer.decay_fraction` (`decay_multiplier`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,22 @@ def schedule_multiplier(config, steps_per_epoch: int):
     return iwae_multiplier(steps_per_epoch)
   warmup = config.optimizer.warmup_epochs * steps_per_epoch
   return optax.warmup_cosine_decay_schedule(0.0, 1.0, warmup_steps=warmup, decay_steps=max(total, warmup + 1))
+
+
+def decay_multiplier(total_steps: int, decay_fraction):
+  """count -> clip((T - count) / (f T), 0, 1): 1 until the last fraction f of the T training steps, then linear
+  to 0 at step T (float32; 1 for every count when f = 0).
+
+  The learning-rate decay of Anthropic's April 2024 update ("the learning rate decays linearly to zero over
+  the last 20% of training") and SAELens's `lr_decay_steps` (a LinearLR from 1 to 0 over the last D = f T
+  steps: the update with count t uses (T - t) / D). f: a float or a traced float32 scalar (sweepable).
+  """
+  def multiplier(count):
+    length = jnp.asarray(decay_fraction, jnp.float32) * total_steps
+    remaining = total_steps - jnp.asarray(count, jnp.float32)
+    return jnp.where(length > 0, jnp.clip(remaining / jnp.maximum(length, 1e-30), 0.0, 1.0), 1.0)
+
+  return multiplier
 
 
 def iwae_multiplier(steps_per_epoch: int):
@@ -53,9 +70,10 @@ def make_optimizer(config, steps_per_epoch: int, adversary=None) -> optax.Gradie
   name = config.optimizer.name
   momentum = config.optimizer.momentum
   multiplier = schedule_multiplier(config, steps_per_epoch)
+  total = config.train.epochs * steps_per_epoch
 
-  def build(learning_rate, weight_decay):
-    lr = lambda count: learning_rate * multiplier(count)
+  def build(learning_rate, weight_decay, decay_fraction):
+    lr = lambda count: learning_rate * multiplier(count) * decay_multiplier(total, decay_fraction)(count)
     if name == "adamw":
       return optax.adamw(lr, weight_decay=weight_decay)
     if name == "adam":
@@ -79,19 +97,23 @@ def make_optimizer(config, steps_per_epoch: int, adversary=None) -> optax.Gradie
                        f"(its modules: {sorted(params.get('params', params))})")
     return out
 
-  def build_with_adversary(learning_rate, weight_decay):
-    model = build(learning_rate, weight_decay)
+  def build_with_adversary(learning_rate, weight_decay, decay_fraction):
+    model = build(learning_rate, weight_decay, decay_fraction)
     if adversary is None:
       return model
     return optax.multi_transform({"model": model, "adversary": adversary.optimizer(config)}, labels)
 
   return optax.inject_hyperparams(build_with_adversary)(learning_rate=config.optimizer.learning_rate,
-                                          weight_decay=config.optimizer.weight_decay)
+                                          weight_decay=config.optimizer.weight_decay,
+                                          decay_fraction=float(config.optimizer.decay_fraction))
 
 
-def set_hyperparams(opt_state, learning_rate, weight_decay):
-  """opt_state with this member's learning rate and weight decay (traced scalars under vmap)."""
+def set_hyperparams(opt_state, learning_rate, weight_decay, decay_fraction=None):
+  """opt_state with this member's learning rate, weight decay and (unless None) learning-rate decay
+  fraction (traced scalars under vmap)."""
   hyper = dict(opt_state.hyperparams)
   hyper["learning_rate"] = jnp.asarray(learning_rate, hyper["learning_rate"].dtype)
   hyper["weight_decay"] = jnp.asarray(weight_decay, hyper["weight_decay"].dtype)
+  if decay_fraction is not None:
+    hyper["decay_fraction"] = jnp.asarray(decay_fraction, hyper["decay_fraction"].dtype)
   return opt_state._replace(hyperparams=hyper)

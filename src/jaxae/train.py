@@ -260,7 +260,7 @@ def make_program(config, net: models.Net, num_train: int, member_loop: str = "vm
       params = data_init(params)
     if constrain is not None:
       params = constrain(params)
-    opt_state = optim.set_hyperparams(tx.init(params), hp["learning_rate"], hp["weight_decay"])
+    opt_state = optim.set_hyperparams(tx.init(params), hp["learning_rate"], hp["weight_decay"], hp.get("decay_fraction"))
     aux = variant.init_aux(config, net, net.data_shape) if variant.init_aux else None
     batch1 = {"x": sample, "y": jnp.zeros((1,), jnp.int32), "step": jnp.zeros([], jnp.int32), "num_train": num_train,
               **({"aux": aux} if aux is not None else {})}

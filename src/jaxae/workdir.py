@@ -541,7 +541,9 @@ def incompatible_keys(saved: dict[str, Any], current: dict[str, Any]) -> list[st
   ignored = _unused_keys(saved) & _unused_keys(current)
   keys = sorted((set(saved) | set(current)) - ignored)
   safe = set(configs.RESUME_SAFE)
-  if {saved.get("optimizer.schedule"), current.get("optimizer.schedule")} & set(configs.LENGTH_DEPENDENT_SCHEDULES):
+  decays = lambda flat: bool(flat.get("optimizer.decay_fraction")) or "optimizer.decay_fraction" in str(flat.get("sweep", ""))
+  if ({saved.get("optimizer.schedule"), current.get("optimizer.schedule")} & set(configs.LENGTH_DEPENDENT_SCHEDULES)
+      or decays(saved) or decays(current)):
     safe.discard("train.epochs")  # a decaying schedule's length: more epochs change every remaining rate
   same = lambda k: (canonical_sweep(saved.get(k, "")) == canonical_sweep(current.get(k, "")) if k == "sweep" else
                     saved.get(k, "<absent>") == current.get(k, "<absent>"))

@@ -4,6 +4,10 @@
 nothing until batches are read; shards are concatenated along axis 0 in sorted file-name order. An
 `.npz` archive is read into memory (its members are zip entries, which cannot be memory-mapped).
 Nothing is ever unpickled: an array of Python objects is a DataError.
+
+bfloat16 arrays (ml_dtypes, e.g. `np.asarray` of a jax or torch bf16 tensor) are saved by np.save with the
+header dtype '<V2', which np.load returns as raw 2-byte voids unless the reader knows better: such files
+are read as float32 (exactly: every bfloat16 is a float32). Other void dtypes are refused.
 """
 
 from __future__ import annotations
@@ -67,11 +71,44 @@ def _open_npy(path: str, mmap: bool) -> np.ndarray:
     raise DataError(f"cannot read {path}: {e}") from None
 
 
+def _header_descr(fp) -> str:
+  """The dtype string a .npy header records ('<V2' for ml_dtypes' bfloat16; np.load turns it into '|V2')."""
+  import ast
+  import struct
+
+  major, _ = np.lib.format.read_magic(fp)
+  size = struct.unpack("<H" if major == 1 else "<I", fp.read(2 if major == 1 else 4))[0]
+  return str(ast.literal_eval(fp.read(size).decode("latin1"))["descr"])
+
+
+def _is_bfloat16(read_header, dtype: np.dtype, path: str) -> bool:
+  """Whether an array of dtype `dtype` holds bfloat16 numbers; DataError for other void (structured) dtypes.
+  `read_header()` gives the header's dtype string, read only for void dtypes."""
+  if dtype.kind != "V":
+    return False
+  try:
+    descr = read_header()
+  except (OSError, ValueError, SyntaxError, KeyError) as e:
+    raise DataError(f"cannot read the header of {path}: {e}") from None
+  if descr == "<V2":
+    return True
+  raise DataError(f"{path} holds dtype {descr!r} (raw bytes or records), not numbers; bfloat16 arrays "
+                  f"saved from ml_dtypes ('<V2') and every numeric dtype are read")
+
+
+def _npy_is_bfloat16(path: str, dtype: np.dtype) -> bool:
+  def read_header():
+    with open(path, "rb") as f:
+      return _header_descr(f)
+  return _is_bfloat16(read_header, dtype, path)
+
+
 def read_npy(argument: str, options: Options) -> Split:
   """Inputs from one .npy file or the shards a glob matches: a LazyArray over memmaps, no labels.
 
-  A 1-D array is N scalars (N, 1); a 3-D array (N, H, W) is single-channel images (N, H, W, 1).
-  Raises DataError when no file matches, a file is unreadable, or shards differ in row shape or dtype.
+  A 1-D array is N scalars (N, 1); a 3-D array (N, H, W) is single-channel images (N, H, W, 1); bfloat16
+  files are read as float32. Raises DataError when no file matches, a file is unreadable or holds void
+  dtypes other than bfloat16, or shards differ in row shape or dtype.
   """
   paths = _paths(argument)
   shards = [_open_npy(p, mmap=True) for p in paths]
@@ -81,8 +118,9 @@ def read_npy(argument: str, options: Options) -> Split:
     if (shard.shape[1:], shard.dtype) != (shards[0].shape[1:], shards[0].dtype):
       raise DataError(f"npy shards must agree in shape[1:] and dtype: {paths[0]} is {shards[0].shape} "
                       f"{shards[0].dtype}, {path} is {shard.shape} {shard.dtype}")
+  bf16 = [_npy_is_bfloat16(p, s.dtype) for p, s in zip(paths, shards)]
   shape = (sum(len(s) for s in shards), *shards[0].shape[1:])
-  return Split(LazyArray(shards, row_shape(shape, f"npy:{argument}")), None, f"npy:{argument}")
+  return Split(LazyArray(shards, row_shape(shape, f"npy:{argument}"), bfloat16=bf16[0]), None, f"npy:{argument}")
 
 
 def read_labels(argument: str) -> np.ndarray:
@@ -116,6 +154,13 @@ def read_npz(argument: str, options: Options) -> Split:
         raise DataError(f"{path} has no input array: expected one named {' or '.join(NPZ_INPUTS)}, "
                         f"found {archive.files}")
       x, labels = archive[x_name], None if y_name is None else archive[y_name]
+      def member_header():
+        with archive.zip.open(x_name + ".npy") as f:
+          return _header_descr(f)
+
+      if _is_bfloat16(member_header, x.dtype, f"{path}[{x_name!r}]"):
+        import ml_dtypes  # a dependency of jax
+        x = x.view(ml_dtypes.bfloat16).astype(np.float32)
   except DataError:
     raise
   except ValueError as e:  # numpy: "Object arrays cannot be loaded when allow_pickle=False"

@@ -61,6 +61,7 @@ class Options:
   channels: int = 0  # folder / hf images: 1 (grayscale) or 3 (RGB); 0 = 1 if every image is grayscale
   image_size: tuple[int, ...] = ()  # folder / hf images: (height, width) to resize to; () = no resize
   label_column: str = ""  # csv / hf: a column name or index; '' = none (hf: 'label' if present)
+  column: str = ""  # hf: the input column ('' = an Array2D column of per-token activations, else automatic)
 
 
 def expand(path: str) -> str:

@@ -1,11 +1,21 @@
 """`hf:PATH`: a Hugging Face dataset saved with `save_to_disk`, read without network.
 
 Needs the optional extra `pip install 'jaxae[hf]'` (the `datasets` package). A `DatasetDict` is
-indexed by `data.split`. Inputs are the first `Image` column when there is one (decoded as a
-`folder:` would be, with `data.channels` and `data.image_size`), else the numeric columns: one column
-keeps its per-row shape (vectors or images), several are flattened and joined into vectors (N, D)
-float32. Labels come from `data.label_column`, else a column named `label` or `labels` if present.
-Everything is read into memory.
+indexed by `data.split`. Inputs are, in this order:
+
+- the column `data.column` names, when set (its rows as they are, or per token as below);
+- per-token activations: a column of feature type `Array2D` (context_size, d_in) holds one sequence per
+  row, as SAELens's CacheActivationsRunner writes its caches (a column named after the hook, e.g.
+  'blocks.0.hook_resid_pre', beside 'token_ids'); each row gives context_size examples, so inputs are
+  (N x context_size, d_in) in row-major order (sequence by sequence, token by token), in the stored dtype.
+  With several Array2D columns, `data.column` picks one;
+- the first `Image` column (decoded as a `folder:` would be, with `data.channels` and `data.image_size`);
+- the numeric columns: one column keeps its per-row shape (vectors or images), several are flattened and
+  joined into vectors (N, D) float32.
+
+Labels come from `data.label_column`, else a column named `label` or `labels` if present; with per-token
+inputs a label per sequence is repeated for each of its tokens, and a (context_size,) label per row (such
+as 'token_ids') gives each token its own. Everything is read into memory.
 """
 
 from __future__ import annotations
@@ -54,7 +64,15 @@ def read(argument: str, options: Options) -> Split:
   label = options.label_column or next((n for n in ("label", "labels") if n in ds.column_names), "")
   if label and label not in ds.column_names:
     raise DataError(f"{where}: data.label_column={label!r} is not a column ({', '.join(ds.column_names)})")
+  column = _input_column(datasets, ds, options.column, label, where)
+  if column is not None and isinstance(ds.features[column], datasets.Array2D):
+    return _per_token(ds, column, label, where)
   labels = None if not label else as_labels(ds.select_columns([label]).with_format("numpy")[:][label], where)
+  if column is not None:
+    x = np.asarray(ds.select_columns([column]).with_format("numpy")[:][column])
+    if x.dtype.kind not in "biuf":
+      raise DataError(f"{where}: data.column={column!r} is not numeric (dtype {x.dtype})")
+    return Split(as_inputs(x, where), labels, where)
   images = [n for n, f in ds.features.items() if isinstance(f, datasets.Image)]
   if images:
     files = ds.cast_column(images[0], datasets.Image(decode=False))[images[0]]  # {'bytes', 'path'} per row
@@ -71,3 +89,39 @@ def read(argument: str, options: Options) -> Split:
     return Split(as_inputs(np.asarray(table[columns[0]]), where), labels, where)
   x = np.concatenate([np.asarray(table[n], np.float32).reshape(len(ds), -1) for n in columns], axis=1)
   return Split(x, labels, where)
+
+
+def _input_column(datasets, ds, column: str, label: str, where: str) -> str | None:
+  """The input column: `data.column`, else the only Array2D column (a SAELens activation cache), else None."""
+  if column:
+    if column not in ds.column_names:
+      raise DataError(f"{where}: data.column={column!r} is not a column ({', '.join(ds.column_names)})")
+    if column == label:
+      raise DataError(f"{where}: data.column={column!r} is also the label column")
+    return column
+  per_token = [n for n, f in ds.features.items() if isinstance(f, datasets.Array2D) and n != label]
+  if len(per_token) > 1:
+    raise DataError(f"{where} has several per-token (Array2D) columns {per_token}: pick one with data.column")
+  return per_token[0] if per_token else None
+
+
+def _per_token(ds, column: str, label: str, where: str) -> Split:
+  """Rows (N, context_size, d_in) of an Array2D column as N x context_size examples (d_in,); labels repeated
+  per token (a scalar per row) or taken per token ((context_size,) per row)."""
+  stored = np.dtype(ds.features[column].dtype)  # the numpy format would make float16 float32 (twice the memory)
+  x = np.asarray(ds.select_columns([column]).with_format("numpy", dtype=stored)[:][column])
+  if x.ndim != 3 or x.dtype.kind not in "biuf":
+    raise DataError(f"{where}: column {column!r} holds {x.dtype} rows of shape {x.shape[1:]}, expected numbers "
+                    f"(context_size, d_in)")
+  n, context, _ = x.shape
+  labels = None
+  if label:
+    raw = np.asarray(ds.select_columns([label]).with_format("numpy")[:][label])
+    if raw.ndim == 1:
+      labels = np.repeat(as_labels(raw, where), context)
+    elif raw.shape == (n, context):
+      labels = as_labels(raw.reshape(-1), where)
+    else:
+      raise DataError(f"{where}: label column {label!r} has rows of shape {raw.shape[1:]}: expected one label per "
+                      f"sequence or ({context},), one per token")
+  return Split(x.reshape(n * context, x.shape[2]), labels, f"{where} ({column!r}, {context} tokens per row)")

@@ -30,7 +30,9 @@ class LazyArray:
 
   shards: arrays of equal shape[1:] and dtype; `row_shape` (default shape[1:]) reshapes each row
   without copying, e.g. (H, W) rows of a 3-D file to (H, W, 1). `index` (1-D int64 positions into
-  the concatenation) restricts and reorders the rows; None means all rows in order.
+  the concatenation) restricts and reorders the rows; None means all rows in order. `bfloat16`: the
+  shards' 2-byte void items are bfloat16 numbers (an ml_dtypes array saved with np.save, which NumPy
+  reads back as dtype 'V2'); rows are then read as float32, exactly (every bfloat16 is a float32).
 
   `a[key]` returns a new numpy array: key an int (one row), a slice, a 1-D integer array (any
   order, repeats allowed) or boolean mask, or a tuple (rows, *more) whose rest indexes the rows read.
@@ -38,11 +40,12 @@ class LazyArray:
   """
 
   def __init__(self, shards: Sequence[np.ndarray], row_shape: tuple[int, ...] | None = None,
-               index: np.ndarray | None = None, _files=None):
+               index: np.ndarray | None = None, _files=None, bfloat16: bool = False):
     self._shards = tuple(shards)
     # Rows are handed out in native byte order ('>f4' on disk reads as float32): jax takes only native arrays.
     self._stored = self._shards[0].dtype
-    self._native = self._stored.newbyteorder("=")
+    self._bfloat16 = bfloat16
+    self._native = np.dtype(np.float32) if bfloat16 else self._stored.newbyteorder("=")
     self._starts = np.cumsum([0] + [len(s) for s in self._shards])  # shard k holds rows starts[k]:starts[k+1]
     self._row_shape = tuple(self._shards[0].shape[1:] if row_shape is None else row_shape)
     self._index = index
@@ -62,6 +65,9 @@ class LazyArray:
     return self._native
 
   def _native_rows(self, out: np.ndarray) -> np.ndarray:
+    if self._bfloat16:
+      import ml_dtypes  # a dependency of jax
+      return out.view(ml_dtypes.bfloat16).astype(np.float32)
     return out if self._stored == self._native else out.byteswap().view(self._native)
 
   @property
@@ -81,11 +87,12 @@ class LazyArray:
   def select(self, index) -> LazyArray:
     """A lazy view of rows `index` (1-D integers or a boolean mask) of this one; reads nothing."""
     positions = np.arange(len(self)) if self._index is None else self._index
-    return LazyArray(self._shards, self._row_shape, positions[self._positions_key(index)], self._files)
+    return LazyArray(self._shards, self._row_shape, positions[self._positions_key(index)], self._files, self._bfloat16)
 
   def storage_order(self) -> LazyArray:
     """The same rows, sorted by where they are stored: for scans whose result ignores row order."""
-    return self if self._index is None else LazyArray(self._shards, self._row_shape, np.sort(self._index), self._files)
+    return self if self._index is None else LazyArray(self._shards, self._row_shape, np.sort(self._index), self._files,
+                                                      self._bfloat16)
 
   def __getitem__(self, key) -> np.ndarray:
     if isinstance(key, tuple):

@@ -13,7 +13,7 @@ The objective, `make_loss(config, net) -> loss_fn`, with
 is one member's (one seed, one sweep setting) differentiable loss on one batch:
   params   the flax variables of the network (`net.init`)
   hparams  {name: float32 scalar}: the sweepable scalars of `Variant.hparams` (and the optimizer's
-           `learning_rate`, `weight_decay`), traced arrays, so a grid of them is one compiled program
+           `learning_rate`, `weight_decay`, `decay_fraction`), traced arrays, so a grid of them is one compiled program
   batch    {'x': float32 (B, *data_shape), 'y': int32 (B,) labels (zeros when the data have none),
            'step': int32 scalar, the member's optimizer steps so far (schedules: C(t), warm-ups),
            'num_train': Python int, the training-set size N (estimators of q(z) over the data set)};

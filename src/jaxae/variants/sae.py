@@ -18,6 +18,11 @@ m = model.expansion x D latents); `sae.activation` picks the objective, per exam
              "Jumping Ahead", sec. 3-4): straight-through pseudo-derivatives with the rectangle kernel of
              bandwidth `sae.jumprelu_bandwidth` (their eq. 11; `jaxae.sae.jumprelu`, `jaxae.sae.step`)
 
+Schedules (jaxae/sae_schedules.py), each a sweepable step count: `sae.sparsity_warmup_steps` warms the L1 / L0
+coefficient up linearly from 0 (SAELens's l1_warm_up_steps); `sae.k_anneal_steps` takes TopK / BatchTopK's k
+from `sae.k_start` down to sae.k (held-out metrics use sae.k, as inference does); `optimizer.decay_fraction`
+decays the learning rate linearly to 0 over the last fraction of training (jaxae/optim.py).
+
 `sae.decoder_norm='unit'` (default) keeps the rows of W_dec at unit norm after every update and removes the
 gradient component parallel to each row before it (Bricken et al. 2023; Gao et al. 2024, sec. 2). b_dec
 starts at the geometric median (or mean) of up to `sae.init_sample` training inputs (Bricken et al. 2023).
@@ -43,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxae import models, sae, validation
+from jaxae import models, sae, sae_schedules, validation
 from jaxae import data as data_lib
 from jaxae.variants import base
 
@@ -76,6 +81,7 @@ def network(config, data_shape) -> models.Net:
 def make_loss(config, net):
   s = config.sae
   act, k, window = s.activation, int(s.k), int(s.dead_window)
+  k_start = int(s.k_start) if int(s.k_start) > k else 0  # k annealing (jaxae/sae_schedules.py); 0: off
   n_aux = k_aux(config, net.data_shape)
   d = math.prod(net.data_shape)
 
@@ -85,17 +91,24 @@ def make_loss(config, net):
     aux = batch["aux"]
     pi = sae.pre_activation(p, x)
     metrics, penalty, min_positive = {}, 0.0, None
+    # Schedules (absent keys: none): the sparsity coefficient's warm-up, k annealing in training.
+    step = batch.get("step", 0)
+    warm = sae_schedules.warmup_factor(step, hp.get("sparsity_warmup_steps", 0.0))
+    k_now = sae_schedules.annealed_k(step, k_start, k, hp.get("k_anneal_steps", 0.0)) if k_start and train else None
+    if k_now is not None:
+      metrics["k"] = k_now.astype(jnp.float32)
     if act == "relu":
       z = jax.nn.relu(pi)
       l1 = jnp.mean(jnp.sum(z * sae.decoder_norms(p), axis=-1))
-      penalty = hp["l1_coefficient"] * l1
+      penalty = hp["l1_coefficient"] * warm * l1
       metrics["l1"] = l1
     elif act == "topk":  # decoded from (values, indices): k rows of W_dec per example, not all m
-      values, idx = jax.lax.top_k(pi, k)
+      values, idx = jax.lax.top_k(pi, k) if k_now is None else sae_schedules.topk_annealed(pi, k_start, k_now)
       z = None
     elif act == "batchtopk":
       if train:
-        z, min_positive = sae.batch_topk(pi, k)
+        z, min_positive = (sae.batch_topk(pi, k) if k_now is None else
+                           sae_schedules.batch_topk_annealed(pi, k_start, k_now))
       else:
         z = sae.infer_code(p, x, act, k)
       metrics["threshold"] = p["threshold"]
@@ -103,7 +116,7 @@ def make_loss(config, net):
       theta = jnp.exp(p["log_threshold"])
       z = sae.jumprelu(pi, theta, hp["jumprelu_bandwidth"])
       l0_penalty = jnp.mean(jnp.sum(sae.step(pi, theta, hp["jumprelu_bandwidth"]), axis=-1))
-      penalty = hp["l0_coefficient"] * l0_penalty
+      penalty = hp["l0_coefficient"] * warm * l0_penalty
       metrics["l0_penalty"] = l0_penalty
     else:
       raise ValueError(f"sae.activation={act!r} is not one of {sae.ACTIVATIONS}")
@@ -264,14 +277,38 @@ def validate(config) -> None:
                               f"squared error (loss.reconstruction='mse')")
   if isinstance(s.threshold_lr, bool) or not isinstance(s.threshold_lr, (int, float)) or not 0 < s.threshold_lr <= 1:
     raise validation.ConfigError(f"sae.threshold_lr={s.threshold_lr!r} must be in (0, 1]")
+  _validate_schedules(config)
+
+
+def _validate_schedules(config) -> None:
+  """The schedules of jaxae/sae_schedules.py: whole step counts, each set only where it acts."""
+  s = config.sae
+  for key in ("sae.sparsity_warmup_steps", "sae.k_anneal_steps", "sae.k_start"):
+    value = validation.get(config, key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != int(value):
+      raise validation.ConfigError(f"{key}={value!r} must be a whole number >= 0")
+  topk = s.activation in ("topk", "batchtopk")
+  if s.sparsity_warmup_steps and topk:
+    raise validation.ConfigError(f"sae.sparsity_warmup_steps={s.sparsity_warmup_steps} warms up the L1 (relu) or L0 "
+                                 f"(jumprelu) coefficient; sae.activation={s.activation!r} has none (k annealing: "
+                                 f"sae.k_start, sae.k_anneal_steps)")
+  if (s.k_start or s.k_anneal_steps) and not topk:
+    raise validation.ConfigError(f"sae.k_start / sae.k_anneal_steps anneal the k of 'topk' and 'batchtopk', not "
+                                 f"sae.activation={s.activation!r}")
+  if s.k_start and s.k_start < s.k:
+    raise validation.ConfigError(f"sae.k_start={s.k_start} must be at least sae.k={s.k} (k anneals down from it)")
+  if s.k_anneal_steps and s.k_start <= s.k:
+    raise validation.ConfigError(f"sae.k_anneal_steps={s.k_anneal_steps} needs sae.k_start > sae.k={s.k}, the k it "
+                                 f"starts from")
 
 
 def check_data(config, data) -> None:
   shape = data.train.x.shape[1:]
   m = width(config, shape)
-  if config.sae.activation in ("topk", "batchtopk") and config.sae.k > m:
-    raise data_lib.DataError(f"sae.k={config.sae.k} is larger than the {m} latents (model.expansion="
-                             f"{config.model.expansion} x D={math.prod(shape)})")
+  for key in ("k", "k_start"):
+    if config.sae.activation in ("topk", "batchtopk") and config.sae[key] > m:
+      raise data_lib.DataError(f"sae.{key}={config.sae[key]} is larger than the {m} latents (model.expansion="
+                               f"{config.model.expansion} x D={math.prod(shape)})")
 
 
 VARIANT = base.register(base.Variant(
@@ -279,10 +316,12 @@ VARIANT = base.register(base.Variant(
     transform_grads=transform_grads, constrain=constrain, init_aux=init_aux, finalize=finalize,
     data_init=data_init, update_params=update_params, headline="fvu",
     hparams={"l1_coefficient": "sae.l1_coefficient", "l0_coefficient": "sae.l0_coefficient",
-             "auxk_coefficient": "sae.auxk_coefficient", "jumprelu_bandwidth": "sae.jumprelu_bandwidth"},
+             "auxk_coefficient": "sae.auxk_coefficient", "jumprelu_bandwidth": "sae.jumprelu_bandwidth",
+             "sparsity_warmup_steps": "sae.sparsity_warmup_steps", "k_anneal_steps": "sae.k_anneal_steps"},
     options={"model.expansion": 8, "sae.activation": "topk", "sae.k": 32, "sae.k_aux": 0,
              "sae.auxk_coefficient": 1 / 32, "sae.l1_coefficient": 5.0, "sae.l0_coefficient": 1.0,
              "sae.jumprelu_bandwidth": 0.05, "sae.jumprelu_init_threshold": 0.01, "sae.threshold_lr": 0.01,
              "sae.dead_window": 100_000, "sae.b_dec_init": "geometric_median", "sae.init_sample": 4096,
-             "sae.decoder_norm": "unit", "sae.decoder_init_norm": 0.1},
+             "sae.decoder_norm": "unit", "sae.decoder_init_norm": 0.1, "sae.sparsity_warmup_steps": 0,
+             "sae.k_start": 0, "sae.k_anneal_steps": 0},
     description="sparse autoencoder for interpretability: relu+L1, topk+AuxK, batchtopk, jumprelu"))
