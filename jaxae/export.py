@@ -158,7 +158,8 @@ def splice_metadata(config, overrides: dict | None = None) -> dict:
 def count_firing(run, x, batch_size: int = 1024) -> tuple[np.ndarray, int]:
   """(counts int64 (members, m), N): on how many of the N rows of x (N, *data_shape), as stored (the run's
   normalizer is applied), each latent of each member of `run` fires, i.e. its inference code
-  (`Variant.code_fn`) is nonzero. All members at once (vmap); x is read in chunks (`data.row_chunks`)."""
+  (`Variant.code_fn`) is nonzero, as SAELens's SAETrainer counts `feature_acts.bool()`. One member at a
+  time within a batch (lax.map: one (batch_size, m) code in memory); x is read in chunks (`data.row_chunks`)."""
   import jax
   import jax.numpy as jnp
 
@@ -173,7 +174,7 @@ def count_firing(run, x, batch_size: int = 1024) -> tuple[np.ndarray, int]:
     def one(p):
       z = code(p, net.prepare(xb)).reshape(len(xb), -1)
       return jnp.sum((z != 0) & valid[:, None], axis=0, dtype=jnp.int32)
-    return jax.vmap(one)(params)
+    return jax.lax.map(one, params)
 
   counts, n = None, 0
   for chunk in data_lib.row_chunks(x):
