@@ -295,6 +295,23 @@ class Normalizer:
       raise DataError(f"inputs have {x.shape[-1]} features (last axis), the normalizer was fitted on {len(self.offset)} features")
     return (x - self.offset) / self.scale
 
+  def inverse(self, x):
+    """The inverse of `apply`: (..., F) normalized values (numpy or jax) -> `x * scale + offset`, float32.
+
+    Takes a model's output (a reconstruction x_hat) back to the units `to_float` gives the stored inputs:
+    raw units for float inputs, [0, 1] for uint8 ones ('none' returns `to_float(x)`). inverse(apply(x))
+    equals to_float(x) up to float32 rounding (about 1 ulp of |x| + |offset|). Raises ValueError when
+    not fitted, DataError when F differs from the fitted features.
+    """
+    x = to_float(x)
+    if self.kind == "none":
+      return x
+    if self.offset is None:
+      raise ValueError(f"Normalizer({self.kind!r}) is not fitted: call fit(split) first")
+    if x.shape[-1] != len(self.offset):
+      raise DataError(f"values have {x.shape[-1]} features (last axis), the normalizer was fitted on {len(self.offset)} features")
+    return x * self.scale + self.offset
+
   def to_json(self) -> str:
     values = {} if self.offset is None else {"offset": self.offset.tolist(), "scale": self.scale.tolist()}
     return json.dumps({"kind": self.kind, **values})

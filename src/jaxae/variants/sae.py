@@ -277,6 +277,14 @@ def validate(config) -> None:
                               f"squared error (loss.reconstruction='mse')")
   if isinstance(s.threshold_lr, bool) or not isinstance(s.threshold_lr, (int, float)) or not 0 < s.threshold_lr <= 1:
     raise validation.ConfigError(f"sae.threshold_lr={s.threshold_lr!r} must be in (0, 1]")
+  validation.positive_int(config, "sae.context_size", zero_ok=True)
+  if s.hook_name:  # checked before training, not only at export (jaxae.export.check_hook_name)
+    from jaxae import export
+
+    try:
+      export.check_hook_name(s.hook_name, "sae.hook_name")
+    except export.ExportError as e:
+      raise validation.ConfigError(str(e)) from None
   _validate_schedules(config)
 
 
@@ -323,5 +331,8 @@ VARIANT = base.register(base.Variant(
              "sae.jumprelu_bandwidth": 0.05, "sae.jumprelu_init_threshold": 0.01, "sae.threshold_lr": 0.01,
              "sae.dead_window": 100_000, "sae.b_dec_init": "geometric_median", "sae.init_sample": 4096,
              "sae.decoder_norm": "unit", "sae.decoder_init_norm": 0.1, "sae.sparsity_warmup_steps": 0,
-             "sae.k_start": 0, "sae.k_anneal_steps": 0},
+             "sae.k_start": 0, "sae.k_anneal_steps": 0,
+             # where the SAE goes in a model, written into the SAELens export (jaxae.export; '' / 0 = unset)
+             "sae.hook_name": "", "sae.model_name": "", "sae.dataset_path": "", "sae.context_size": 0,
+             "sae.prepend_bos": True},
     description="sparse autoencoder for interpretability: relu+L1, topk+AuxK, batchtopk, jumprelu"))
