@@ -17,6 +17,9 @@ m = model.expansion x D latents); `sae.activation` picks the objective, per exam
   jumprelu   ||x - x_hat||^2 + l0_coefficient * sum_i H(pi_i - theta_i) (Rajamanoharan et al. 2024,
              "Jumping Ahead", sec. 3-4): straight-through pseudo-derivatives with the rectangle kernel of
              bandwidth `sae.jumprelu_bandwidth` (their eq. 11; `jaxae.sae.jumprelu`, `jaxae.sae.step`)
+  gated, matryoshka_batchtopk, ...  the architectures registered in `jaxae.sae_archs`, one file each
+             (gated SAEs, Rajamanoharan et al. 2024; Matryoshka BatchTopK, Bussmann et al. 2025): their code
+             and extra loss terms (`Architecture.make_terms`) added to ||x - x_hat||^2 here
 
 `sae.decoder_norm='unit'` (default) keeps the rows of W_dec at unit norm after every update and removes the
 gradient component parallel to each row before it (Bricken et al. 2023; Gao et al. 2024, sec. 2). b_dec
@@ -43,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxae import models, sae, validation
+from jaxae import models, sae, sae_archs, validation
 from jaxae import data as data_lib
 from jaxae.variants import base
 
@@ -73,19 +76,35 @@ def network(config, data_shape) -> models.Net:
   return models.Net(module, tuple(data_shape), output="identity")
 
 
+def _has_auxk(act: str) -> bool:
+  arch = sae_archs.get(act)
+  return act in ("topk", "batchtopk") or (arch is not None and arch.auxk)
+
+
+def _estimates_threshold(act: str) -> bool:
+  arch = sae_archs.get(act)
+  return act == "batchtopk" or (arch is not None and arch.estimates_threshold)
+
+
 def make_loss(config, net):
   s = config.sae
   act, k, window = s.activation, int(s.k), int(s.dead_window)
   n_aux = k_aux(config, net.data_shape)
   d = math.prod(net.data_shape)
+  arch = sae_archs.get(act)
+  terms = arch.make_terms(config, width(config, net.data_shape)) if arch is not None else None
 
   def loss_fn(params, hp, batch, key, train):
     p = params["params"]
     x = sae.flatten(batch["x"])
     aux = batch["aux"]
-    pi = sae.pre_activation(p, x)
+    pi = sae.pre_activation(p, x) if terms is None else None
     metrics, penalty, min_positive = {}, 0.0, None
-    if act == "relu":
+    if terms is not None:  # a registered architecture (jaxae/sae_archs/): its code and extra loss terms
+      t = terms(p, hp, x, train)
+      pi, z, penalty, min_positive = t.pi, t.z, t.penalty, t.min_positive
+      metrics.update(t.metrics)
+    elif act == "relu":
       z = jax.nn.relu(pi)
       l1 = jnp.mean(jnp.sum(z * sae.decoder_norms(p), axis=-1))
       penalty = hp["l1_coefficient"] * l1
@@ -106,7 +125,7 @@ def make_loss(config, net):
       penalty = hp["l0_coefficient"] * l0_penalty
       metrics["l0_penalty"] = l0_penalty
     else:
-      raise ValueError(f"sae.activation={act!r} is not one of {sae.ACTIVATIONS}")
+      raise ValueError(f"sae.activation={act!r} is not one of {sae.activations()}")
     if z is None:
       values = jax.nn.relu(values)
       x_hat = sae.decode_sparse(p, values, idx)
@@ -119,7 +138,7 @@ def make_loss(config, net):
     err = x - x_hat
     sq_error = jnp.mean(jnp.sum(jnp.square(err), axis=-1))
     loss = sq_error + penalty
-    if act in ("topk", "batchtopk") and train:
+    if _has_auxk(act) and train:
       dead = aux["since_fired"] >= window
 
       def auxk_loss():
@@ -180,14 +199,14 @@ def init_aux(config, net, data_shape) -> dict:
   center (D,): the constant of the FVU statistics; threshold: BatchTopK's estimate (-1 = none yet)."""
   aux = {"since_fired": jnp.zeros((width(config, data_shape),), jnp.int32), "seen": jnp.zeros((), jnp.int32),
          "center": jnp.zeros((math.prod(data_shape),), jnp.float32)}
-  if config.sae.activation == "batchtopk":
+  if _estimates_threshold(config.sae.activation):
     aux["threshold"] = -jnp.ones((), jnp.float32)
   return aux
 
 
 def update_params(config):
   """BatchTopK: the inference threshold parameter follows the running estimate (once there is one)."""
-  if config.sae.activation != "batchtopk":
+  if not _estimates_threshold(config.sae.activation):
     return None
 
   def update(params, aux):
@@ -248,7 +267,7 @@ def data_init(config, net, x):
 
 def validate(config) -> None:
   s = config.sae
-  for key, options in (("sae.activation", sae.ACTIVATIONS), ("sae.b_dec_init", B_DEC_INITS),
+  for key, options in (("sae.activation", sae.activations()), ("sae.b_dec_init", B_DEC_INITS),
                        ("sae.decoder_norm", DECODER_NORMS)):
     if validation.get(config, key) not in options:
       raise validation.ConfigError(f"{key}={validation.get(config, key)!r} is not one of {', '.join(map(repr, options))}")
@@ -264,6 +283,8 @@ def validate(config) -> None:
                               f"squared error (loss.reconstruction='mse')")
   if isinstance(s.threshold_lr, bool) or not isinstance(s.threshold_lr, (int, float)) or not 0 < s.threshold_lr <= 1:
     raise validation.ConfigError(f"sae.threshold_lr={s.threshold_lr!r} must be in (0, 1]")
+  for arch in sae_archs.ARCHITECTURES.values():
+    arch.validate(config)
 
 
 def check_data(config, data) -> None:
@@ -272,6 +293,9 @@ def check_data(config, data) -> None:
   if config.sae.activation in ("topk", "batchtopk") and config.sae.k > m:
     raise data_lib.DataError(f"sae.k={config.sae.k} is larger than the {m} latents (model.expansion="
                              f"{config.model.expansion} x D={math.prod(shape)})")
+  arch = sae_archs.get(config.sae.activation)
+  if arch is not None:
+    arch.check(config, m)
 
 
 VARIANT = base.register(base.Variant(
@@ -284,5 +308,6 @@ VARIANT = base.register(base.Variant(
              "sae.auxk_coefficient": 1 / 32, "sae.l1_coefficient": 5.0, "sae.l0_coefficient": 1.0,
              "sae.jumprelu_bandwidth": 0.05, "sae.jumprelu_init_threshold": 0.01, "sae.threshold_lr": 0.01,
              "sae.dead_window": 100_000, "sae.b_dec_init": "geometric_median", "sae.init_sample": 4096,
-             "sae.decoder_norm": "unit", "sae.decoder_init_norm": 0.1},
-    description="sparse autoencoder for interpretability: relu+L1, topk+AuxK, batchtopk, jumprelu"))
+             "sae.decoder_norm": "unit", "sae.decoder_init_norm": 0.1, **sae_archs.options()},
+    description="sparse autoencoder for interpretability: relu+L1, topk+AuxK, batchtopk, jumprelu, gated, "
+                "matryoshka_batchtopk"))
