@@ -58,7 +58,8 @@ def fold_normalizer(params: dict, normalizer, data_shape) -> dict:
 
   The SAE on normalized inputs, pi = (x' - b_dec) W_enc + b_enc and x_hat' = z W_dec + b_dec, equals the
   SAE on raw inputs with W_enc / scale[:, None], W_dec * scale[None, :] and b_dec -> offset + scale * b_dec
-  (its reconstruction is then scale * x_hat' + offset). normalizer None: the arrays as they are.
+  (its reconstruction is then scale * x_hat' + offset); a gated SAE's magnitude path W_enc * exp(r_mag)
+  scales with W_enc, its biases b_gate, b_mag stay. normalizer None: the arrays as they are.
   """
   out = {k: np.asarray(v, np.float32) for k, v in params.items()}
   if normalizer is None or normalizer.kind == "none":
