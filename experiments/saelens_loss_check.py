@@ -83,7 +83,8 @@ def check(out: str, tol: float) -> int:
     rel = abs(theirs - ours) / abs(ours)
     worst = max(worst, rel)
     extra = f", threshold {float(sae.topk_threshold):.6g}" if hasattr(sae, "topk_threshold") else ""
-    print(f"{activation}: SAELens {type(sae).__name__} loss {theirs:.7g} {({k: round(float(v), 5) for k, v in output.losses.items()})}"
+    losses = {k: round(float(v), 5) for k, v in output.losses.items()}
+    print(f"{activation}: SAELens {type(sae).__name__} loss {theirs:.7g} {losses}"
           f"{extra}\n  jaxae loss {ours:.7g} {c['terms']}\n  relative difference {rel:.2e}")
   return 0 if worst <= tol else 1
 

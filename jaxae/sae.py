@@ -12,9 +12,9 @@ autoencoders", eq. 1):
 W_enc (D, m), b_enc (m,), W_dec (m, D), b_dec (D,): the names and layouts of SAELens, so that
 `jaxae.export` writes them as they are. The activations (`ACTIVATIONS`, each with its source below):
 'relu' (with an L1 penalty on |z_i| ||W_dec,i||), 'topk', 'batchtopk', 'jumprelu', and the architectures
-registered in `jaxae.sae_archs` ('gated', 'matryoshka_batchtopk', one file each; `activations()` lists all). Everything here works
-on one member's parameters (`params['params']`) and one batch; the objective, its hooks and its
-metrics are in `jaxae/variants/sae.py`.
+registered in `jaxae.sae_archs` ('gated', 'matryoshka_batchtopk', one file each; `activations()` lists
+all). Everything here works on one member's parameters (`params['params']`) and one batch; the objective,
+its hooks and its metrics are in `jaxae/variants/sae.py`.
 """
 
 from __future__ import annotations

@@ -248,8 +248,8 @@ def test_cli_run_exports_what_sae_lens_reads_back(activation, extra, architectur
   x = x * 4 + rng.standard_normal(12).astype(np.float32)  # an offset and a scale to fold into the export
   np.save(tmp_path / "acts.npy", x)
   wd = tmp_path / "run"
-  rc, out, err = run_main(monkeypatch, capsys, "--config=configs/sae.py", f"--config.data.source=npy:{tmp_path}/acts.npy",
-                          f"--workdir={wd}", f"--config.sae.activation={activation}", *extra, "--config.num_seeds=2",
+  rc, out, err = run_main(monkeypatch, capsys, "--config=configs/sae.py",
+                          f"--config.data.source=npy:{tmp_path}/acts.npy", f"--workdir={wd}", f"--config.sae.activation={activation}", *extra, "--config.num_seeds=2",
                           "--config.model.expansion=2", "--config.train.epochs=2", "--config.train.batch_size=64",
                           "--config.train.progress=False", "--config.train.figures=False")
   assert rc == 0, err
