@@ -422,8 +422,8 @@ def test_bad_sae_settings_are_one_line_errors(tmp_path, monkeypatch, capsys):
   base = ["--config=configs/sae.py", f"--config.data.source=npy:{tmp_path}/a.npy", f"--workdir={tmp_path}/w"]
   rc, _, err = run_main(monkeypatch, capsys, *base, "--config.sae.k=64", "--config.model.expansion=2")
   assert rc == 2 and "sae.k=64 is larger than the 8 latents" in err and not (tmp_path / "w").exists()
-  with pytest.raises(configs.ConfigError, match="sae.activation='gated' is not one of"):
-    sae_config("gated")
+  with pytest.raises(configs.ConfigError, match="sae.activation='gatd' is not one of"):
+    sae_config("gatd")
   assert export.main([f"--workdir={tmp_path}/nothing"]) == 2
 
 

@@ -30,7 +30,10 @@ in sae_lens/saes/sae.py and sae_lens/loading/pretrained_sae_loaders.py, read at 
                            marks the current format; jaxae adds its provenance)
 jaxae's 'relu' SAEs are 'standard', 'topk' is 'topk', 'jumprelu' is 'jumprelu' (threshold =
 exp(log_threshold)), and 'batchtopk' is 'jumprelu' with every threshold at the estimated global one, as
-SAELens saves its own BatchTopK SAEs. The run's input normalization (data.Normalizer, any per-feature
+SAELens saves its own BatchTopK SAEs. The architectures of `jaxae.sae_archs` give their own: 'gated' is
+SAELens's 'gated' (W_enc, b_gate, r_mag, b_mag, W_dec, b_dec, no b_enc; sae_lens/saes/gated_sae.py) and
+'matryoshka_batchtopk' is 'jumprelu' as batchtopk (SAELens's MatryoshkaBatchTopKTrainingSAE saves as
+JumpReLU, sae_lens/saes/matryoshka_batchtopk_sae.py). The run's input normalization (data.Normalizer, any per-feature
 affine map x' = (x - offset) / scale) is folded into the weights, so the exported SAE takes the raw
 activations (normalize_activations='none'), as SAELens's `fold_activation_norm_scaling_factor` does:
 W_enc / scale (rows), W_dec * scale (columns), b_dec -> offset + scale * b_dec; codes are unchanged.
@@ -64,6 +67,14 @@ NO_HOOK_WARNING = ("warning: no hook name (--hook_name or sae.hook_name): SAELen
                    "will attach these SAEs to nothing")
 
 
+def saelens_architecture(activation: str) -> str:
+  """SAELens's cfg.json `architecture` for a jaxae `sae.activation` (built-in or jaxae.sae_archs)."""
+  from jaxae import sae_archs
+
+  arch = sae_archs.get(activation)
+  return arch.saelens_architecture if arch is not None else ARCHITECTURES[activation]
+
+
 class ExportError(errors.BadInput, ValueError):
   """A workdir that cannot be exported (no checkpoint, not an SAE, an output path through a link): exit 2."""
 
@@ -73,7 +84,8 @@ def fold_normalizer(params: dict, normalizer, data_shape) -> dict:
 
   The SAE on normalized inputs, pi = (x' - b_dec) W_enc + b_enc and x_hat' = z W_dec + b_dec, equals the
   SAE on raw inputs with W_enc / scale[:, None], W_dec * scale[None, :] and b_dec -> offset + scale * b_dec
-  (its reconstruction is then scale * x_hat' + offset). normalizer None: the arrays as they are.
+  (its reconstruction is then scale * x_hat' + offset); a gated SAE's magnitude path W_enc * exp(r_mag)
+  scales with W_enc, its biases b_gate, b_mag stay. normalizer None: the arrays as they are.
   """
   out = {k: np.asarray(v, np.float32) for k, v in params.items()}
   if normalizer is None or normalizer.kind == "none":
@@ -88,7 +100,12 @@ def fold_normalizer(params: dict, normalizer, data_shape) -> dict:
 
 
 def saelens_state(params: dict, activation: str) -> dict[str, np.ndarray]:
-  """SAELens's state dict for one member's (folded) arrays: W_enc, b_enc, W_dec, b_dec (+ threshold)."""
+  """SAELens's state dict for one member's (folded) arrays: W_enc, b_enc, W_dec, b_dec (+ threshold), or the
+  registered architecture's (`jaxae.sae_archs`)."""
+  from jaxae import sae_archs
+
+  if sae_archs.get(activation) is not None:
+    return sae_archs.get(activation).saelens_state(params)
   state = {k: np.ascontiguousarray(params[k], np.float32) for k in ("W_enc", "b_enc", "W_dec", "b_dec")}
   m = state["b_enc"].shape[0]
   if activation == "jumprelu":
@@ -103,7 +120,7 @@ def saelens_cfg(config, d_in: int, d_sae: int, metadata: dict) -> dict:
   activation = config.sae.activation
   cfg = {"d_in": d_in, "d_sae": d_sae, "dtype": "float32", "device": "cpu", "apply_b_dec_to_input": True,
          "normalize_activations": "none", "reshape_activations": "none",
-         "architecture": ARCHITECTURES[activation],
+         "architecture": saelens_architecture(activation),
          "metadata": {"sae_lens_version": SAELENS_FORMAT_VERSION, "sae_lens_training_version": None,
                       "model_name": None, "hook_name": None, **metadata}}
   if activation == "topk":
@@ -293,7 +310,7 @@ def export_saelens(workdir: str, out: str | None = None, splice: dict | None = N
         raise ExportError(str(e)) from None
       params = run.params["params"]
       # Any variant whose parameters are an SAE's (the built-in 'sae', or a user's variant built on it) exports.
-      if not {"W_enc", "b_enc", "W_dec", "b_dec"} <= set(params) or "sae" not in run.config:
+      if not {"W_enc", "W_dec", "b_dec"} <= set(params) or "sae" not in run.config:
         raise ExportError(f"{run.workdir} trained variant {run.config.variant!r}, whose parameters are not a sparse "
                           f"autoencoder's (W_enc, b_enc, W_dec, b_dec): only SAE runs export to SAELens")
       meta = splice_metadata(run.config, splice)

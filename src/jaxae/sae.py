@@ -11,9 +11,10 @@ autoencoders", eq. 1):
 
 W_enc (D, m), b_enc (m,), W_dec (m, D), b_dec (D,): the names and layouts of SAELens, so that
 `jaxae.export` writes them as they are. The activations (`ACTIVATIONS`, each with its source below):
-'relu' (with an L1 penalty on |z_i| ||W_dec,i||), 'topk', 'batchtopk', 'jumprelu'. Everything here works
-on one member's parameters (`params['params']`) and one batch; the objective, its hooks and its
-metrics are in `jaxae/variants/sae.py`.
+'relu' (with an L1 penalty on |z_i| ||W_dec,i||), 'topk', 'batchtopk', 'jumprelu', and the architectures
+registered in `jaxae.sae_archs` ('gated', 'matryoshka_batchtopk', one file each; `activations()` lists
+all). Everything here works on one member's parameters (`params['params']`) and one batch; the objective,
+its hooks and its metrics are in `jaxae/variants/sae.py`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,19 @@ import numpy as np
 ACTIVATIONS = ("relu", "topk", "batchtopk", "jumprelu")
 
 
+def activations() -> tuple[str, ...]:
+  """Every valid `sae.activation`: the built-in ACTIVATIONS, then the architectures of `jaxae.sae_archs`."""
+  from jaxae import sae_archs
+
+  return ACTIVATIONS + tuple(sae_archs.ARCHITECTURES)
+
+
+def _architecture(activation: str):
+  from jaxae import sae_archs
+
+  return sae_archs.get(activation)
+
+
 # --- the network ------------------------------------------------------------------------------------
 
 class SparseAutoencoder(nn.Module):
@@ -37,7 +51,8 @@ class SparseAutoencoder(nn.Module):
   Inputs (B, *data_shape) are flattened to D = prod(data_shape) features; `decode` returns
   (B, *data_shape). Parameters ('params' collection): W_enc, b_enc, W_dec, b_dec, plus
   `log_threshold` (m,) for 'jumprelu' (threshold = exp(log_threshold), learned) and `threshold` ()
-  for 'batchtopk' (the inference threshold, estimated during training, never trained).
+  for 'batchtopk' (the inference threshold, estimated during training, never trained). A registered
+  architecture (`jaxae.sae_archs`) declares its own parameters beside these (and may have no b_enc).
 
   Initialization: the rows of W_dec are random directions (normal, normalized) of norm
   `decoder_init_norm` (1 for unit-norm decoders; 0.1 in Anthropic's April 2024 update, whose decoder
@@ -61,8 +76,11 @@ class SparseAutoencoder(nn.Module):
 
     self.W_dec = self.param("W_dec", decoder_init, (self.width, d))
     self.W_enc = self.param("W_enc", lambda key: jnp.array(self.W_dec.T))  # the transpose of the decoder
-    self.b_enc = self.param("b_enc", nn.initializers.zeros_init(), (self.width,))
+    arch = _architecture(self.activation)
+    if arch is None or arch.b_enc:
+      self.b_enc = self.param("b_enc", nn.initializers.zeros_init(), (self.width,))
     self.b_dec = self.param("b_dec", nn.initializers.zeros_init(), (d,))
+    self.arch_params = {} if arch is None else arch.params(self, d, self.width)
     if self.activation == "jumprelu":
       init = math.log(self.jumprelu_init_threshold)
       self.log_threshold = self.param("log_threshold", nn.initializers.constant(init), (self.width,))
@@ -70,7 +88,8 @@ class SparseAutoencoder(nn.Module):
       self.threshold = self.param("threshold", nn.initializers.zeros_init(), ())
 
   def _params(self) -> dict:
-    p = {"W_enc": self.W_enc, "b_enc": self.b_enc, "W_dec": self.W_dec, "b_dec": self.b_dec}
+    p = {"W_enc": self.W_enc, **({"b_enc": self.b_enc} if hasattr(self, "b_enc") else {}), "W_dec": self.W_dec,
+         "b_dec": self.b_dec, **self.arch_params}
     if self.activation == "jumprelu":
       p["log_threshold"] = self.log_threshold
     if self.activation == "batchtopk":
@@ -129,7 +148,12 @@ def infer_code(p: dict, x, activation: str, k: int):
              batch-dependent selection (Bussmann et al. 2024, "BatchTopK Sparse Autoencoders", sec. 3)
   jumprelu   pi * H(pi - theta), theta = exp(log_threshold) (Rajamanoharan et al. 2024, "Jumping Ahead",
              sec. 3: JumpReLU_theta(z) = z H(z - theta))
+  other      the registered architecture's `infer_code` (jaxae/sae_archs/)
+  Raises ValueError for an activation that is none of `activations()`.
   """
+  arch = _architecture(activation)
+  if arch is not None:
+    return arch.infer_code(p, x, k)
   pi = pre_activation(p, x)
   if activation == "relu":
     return jax.nn.relu(pi)
@@ -139,7 +163,7 @@ def infer_code(p: dict, x, activation: str, k: int):
     return jax.nn.relu(pi) * (pi > p["threshold"])
   if activation == "jumprelu":
     return pi * (pi > jnp.exp(p["log_threshold"]))
-  raise ValueError(f"activation={activation!r} is not one of {ACTIVATIONS}")
+  raise ValueError(f"activation={activation!r} is not one of {activations()}")
 
 
 # --- activations ------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ Trains on vectors, e.g. a network's activations saved as .npy shards:
 
 Inputs are scaled by one scalar so that E||x||^2 = D (data.normalize='unit_mean_square', stored with the
 run). sae.activation: 'topk' | 'batchtopk' | 'relu' (L1 weight sae.l1_coefficient) | 'jumprelu' (L0 weight
-sae.l0_coefficient). The default data (the embedded MNIST images, 784 pixels) make a quick demonstration.
+sae.l0_coefficient) | 'gated' (L1 weight sae.l1_coefficient) | 'matryoshka_batchtopk' (nested sizes
+sae.matryoshka_widths). The default data (the embedded MNIST images, 784 pixels) make a quick demonstration.
 """
 
 from jaxae.configs import base_config

@@ -17,6 +17,9 @@ m = model.expansion x D latents); `sae.activation` picks the objective, per exam
   jumprelu   ||x - x_hat||^2 + l0_coefficient * sum_i H(pi_i - theta_i) (Rajamanoharan et al. 2024,
              "Jumping Ahead", sec. 3-4): straight-through pseudo-derivatives with the rectangle kernel of
              bandwidth `sae.jumprelu_bandwidth` (their eq. 11; `jaxae.sae.jumprelu`, `jaxae.sae.step`)
+  gated, matryoshka_batchtopk, ...  the architectures registered in `jaxae.sae_archs`, one file each
+             (gated SAEs, Rajamanoharan et al. 2024; Matryoshka BatchTopK, Bussmann et al. 2025): their code
+             and extra loss terms (`Architecture.make_terms`) added to ||x - x_hat||^2 here
 
 Schedules (jaxae/sae_schedules.py), each a sweepable step count: `sae.sparsity_warmup_steps` warms the L1 / L0
 coefficient up linearly from 0 (SAELens's l1_warm_up_steps); `sae.k_anneal_steps` takes TopK / BatchTopK's k
@@ -48,7 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxae import models, sae, sae_schedules, validation
+from jaxae import models, sae, sae_archs, sae_schedules, validation
 from jaxae import data as data_lib
 from jaxae.variants import base
 
@@ -78,18 +81,30 @@ def network(config, data_shape) -> models.Net:
   return models.Net(module, tuple(data_shape), output="identity")
 
 
+def _has_auxk(act: str) -> bool:
+  arch = sae_archs.get(act)
+  return act in ("topk", "batchtopk") or (arch is not None and arch.auxk)
+
+
+def _estimates_threshold(act: str) -> bool:
+  arch = sae_archs.get(act)
+  return act == "batchtopk" or (arch is not None and arch.estimates_threshold)
+
+
 def make_loss(config, net):
   s = config.sae
   act, k, window = s.activation, int(s.k), int(s.dead_window)
   k_start = int(s.k_start) if int(s.k_start) > k else 0  # k annealing (jaxae/sae_schedules.py); 0: off
   n_aux = k_aux(config, net.data_shape)
   d = math.prod(net.data_shape)
+  arch = sae_archs.get(act)
+  terms = arch.make_terms(config, width(config, net.data_shape)) if arch is not None else None
 
   def loss_fn(params, hp, batch, key, train):
     p = params["params"]
     x = sae.flatten(batch["x"])
     aux = batch["aux"]
-    pi = sae.pre_activation(p, x)
+    pi = sae.pre_activation(p, x) if terms is None else None
     metrics, penalty, min_positive = {}, 0.0, None
     # Schedules (absent keys: none): the sparsity coefficient's warm-up, k annealing in training.
     step = batch.get("step", 0)
@@ -97,7 +112,13 @@ def make_loss(config, net):
     k_now = sae_schedules.annealed_k(step, k_start, k, hp.get("k_anneal_steps", 0.0)) if k_start and train else None
     if k_now is not None:
       metrics["k"] = k_now.astype(jnp.float32)
-    if act == "relu":
+    if terms is not None:  # a registered architecture (jaxae/sae_archs/): its code and extra loss terms
+      # the warm-up scales the sparsity coefficient (gated: its L1), not the other terms
+      hp_now = {**hp, "l1_coefficient": hp["l1_coefficient"] * warm} if "l1_coefficient" in hp else hp
+      t = terms(p, hp_now, x, train)
+      pi, z, penalty, min_positive = t.pi, t.z, t.penalty, t.min_positive
+      metrics.update(t.metrics)
+    elif act == "relu":
       z = jax.nn.relu(pi)
       l1 = jnp.mean(jnp.sum(z * sae.decoder_norms(p), axis=-1))
       penalty = hp["l1_coefficient"] * warm * l1
@@ -119,7 +140,7 @@ def make_loss(config, net):
       penalty = hp["l0_coefficient"] * warm * l0_penalty
       metrics["l0_penalty"] = l0_penalty
     else:
-      raise ValueError(f"sae.activation={act!r} is not one of {sae.ACTIVATIONS}")
+      raise ValueError(f"sae.activation={act!r} is not one of {sae.activations()}")
     if z is None:
       values = jax.nn.relu(values)
       x_hat = sae.decode_sparse(p, values, idx)
@@ -132,7 +153,7 @@ def make_loss(config, net):
     err = x - x_hat
     sq_error = jnp.mean(jnp.sum(jnp.square(err), axis=-1))
     loss = sq_error + penalty
-    if act in ("topk", "batchtopk") and train:
+    if _has_auxk(act) and train:
       dead = aux["since_fired"] >= window
 
       def auxk_loss():
@@ -193,14 +214,14 @@ def init_aux(config, net, data_shape) -> dict:
   center (D,): the constant of the FVU statistics; threshold: BatchTopK's estimate (-1 = none yet)."""
   aux = {"since_fired": jnp.zeros((width(config, data_shape),), jnp.int32), "seen": jnp.zeros((), jnp.int32),
          "center": jnp.zeros((math.prod(data_shape),), jnp.float32)}
-  if config.sae.activation == "batchtopk":
+  if _estimates_threshold(config.sae.activation):
     aux["threshold"] = -jnp.ones((), jnp.float32)
   return aux
 
 
 def update_params(config):
   """BatchTopK: the inference threshold parameter follows the running estimate (once there is one)."""
-  if config.sae.activation != "batchtopk":
+  if not _estimates_threshold(config.sae.activation):
     return None
 
   def update(params, aux):
@@ -261,7 +282,7 @@ def data_init(config, net, x):
 
 def validate(config) -> None:
   s = config.sae
-  for key, options in (("sae.activation", sae.ACTIVATIONS), ("sae.b_dec_init", B_DEC_INITS),
+  for key, options in (("sae.activation", sae.activations()), ("sae.b_dec_init", B_DEC_INITS),
                        ("sae.decoder_norm", DECODER_NORMS)):
     if validation.get(config, key) not in options:
       raise validation.ConfigError(f"{key}={validation.get(config, key)!r} is not one of {', '.join(map(repr, options))}")
@@ -285,6 +306,8 @@ def validate(config) -> None:
       export.check_hook_name(s.hook_name, "sae.hook_name")
     except export.ExportError as e:
       raise validation.ConfigError(str(e)) from None
+  for arch in sae_archs.ARCHITECTURES.values():
+    arch.validate(config)
   _validate_schedules(config)
 
 
@@ -296,10 +319,10 @@ def _validate_schedules(config) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != int(value):
       raise validation.ConfigError(f"{key}={value!r} must be a whole number >= 0")
   topk = s.activation in ("topk", "batchtopk")
-  if s.sparsity_warmup_steps and topk:
-    raise validation.ConfigError(f"sae.sparsity_warmup_steps={s.sparsity_warmup_steps} warms up the L1 (relu) or L0 "
-                                 f"(jumprelu) coefficient; sae.activation={s.activation!r} has none (k annealing: "
-                                 f"sae.k_start, sae.k_anneal_steps)")
+  if s.sparsity_warmup_steps and s.activation not in ("relu", "jumprelu", "gated"):
+    raise validation.ConfigError(f"sae.sparsity_warmup_steps={s.sparsity_warmup_steps} warms up the L1 (relu, gated) "
+                                 f"or L0 (jumprelu) coefficient; sae.activation={s.activation!r} has none (k "
+                                 f"annealing: sae.k_start, sae.k_anneal_steps)")
   if (s.k_start or s.k_anneal_steps) and not topk:
     raise validation.ConfigError(f"sae.k_start / sae.k_anneal_steps anneal the k of 'topk' and 'batchtopk', not "
                                  f"sae.activation={s.activation!r}")
@@ -317,6 +340,9 @@ def check_data(config, data) -> None:
     if config.sae.activation in ("topk", "batchtopk") and config.sae[key] > m:
       raise data_lib.DataError(f"sae.{key}={config.sae[key]} is larger than the {m} latents (model.expansion="
                                f"{config.model.expansion} x D={math.prod(shape)})")
+  arch = sae_archs.get(config.sae.activation)
+  if arch is not None:
+    arch.check(config, m)
 
 
 VARIANT = base.register(base.Variant(
@@ -334,5 +360,6 @@ VARIANT = base.register(base.Variant(
              "sae.k_start": 0, "sae.k_anneal_steps": 0,
              # where the SAE goes in a model, written into the SAELens export (jaxae.export; '' / 0 = unset)
              "sae.hook_name": "", "sae.model_name": "", "sae.dataset_path": "", "sae.context_size": 0,
-             "sae.prepend_bos": True},
-    description="sparse autoencoder for interpretability: relu+L1, topk+AuxK, batchtopk, jumprelu"))
+             "sae.prepend_bos": True, **sae_archs.options()},
+    description="sparse autoencoder for interpretability: relu+L1, topk+AuxK, batchtopk, jumprelu, gated, "
+                "matryoshka_batchtopk"))
