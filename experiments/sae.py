@@ -16,7 +16,13 @@ per k, all seeds in it) and ReLU + L1 over the coefficient (every coefficient x 
 held-out L0-FVU frontier with error bars over seeds. Then TopK at k=8 with the AuxK coefficient swept in one
 program: dead latents and FVU.
 
-  python -m experiments.sae --out=out/sae [--seeds=5] [--frontier_seeds=3] [--smoke]
+Part 3, Matryoshka against TopK and BatchTopK on the same activations (Bussmann et al. 2025, "Learning
+Multi-Level Features with Matryoshka Sparse Autoencoders"): the same k for all three, Matryoshka's nested
+prefixes `MATRYOSHKA_WIDTHS` of the m = 2048 latents; the held-out L0-FVU frontier, and the FVU of each
+prefix alone (the code's latents beyond the prefix set to 0, decoded with the full decoder), which the
+nested loss is meant to keep low.
+
+  python -m experiments.sae --out=out/sae [--seeds=5] [--frontier_seeds=3] [--smoke] [--parts=all]
   python -m jaxae.main --config=configs/sae.py --config.data.source='npy:out/sae/acts/*.npy' \
       --workdir=runs/sae --config.sweep='{"sae.k": [16, 32, 64]}'   # the same activations from the CLI
 """
@@ -37,7 +43,7 @@ import optax
 import jaxae
 from experiments import common
 from jaxae import data as data_lib
-from jaxae import plots, sae
+from jaxae import analysis, plots, sae
 
 # Part 1: the instance, and each activation's settings (chosen on another instance, data seed 1).
 SYNTHETIC = dict(dim=32, features=128, active=3.0, train=16384, eval=4096)
@@ -54,6 +60,9 @@ TOPK_KS = (4, 8, 16, 32, 64)
 L1_COEFFICIENTS = (0.3, 0.6, 1.0, 2.0, 3.0)
 AUXK_COEFFICIENTS = (0.0, 1 / 32, 1.0)  # at k = AUXK_K, one program
 AUXK_K = 8
+MATRYOSHKA_KS = (8, 16, 32, 64)
+MATRYOSHKA_WIDTHS = (64, 256, 1024)  # nested prefixes of m = 8 x 256 = 2048 latents (m is the last level)
+MATRYOSHKA_LINES = ("topk", "batchtopk", "matryoshka_batchtopk")
 MNIST_EPOCHS = 40
 HIDDEN = 256
 
@@ -339,20 +348,91 @@ def auxk_sweep(args, out: str, acts: dict) -> tuple[str, dict]:
   return text, numbers
 
 
+def prefix_fvu(run, x: np.ndarray, widths) -> list[dict]:
+  """Per member: the held-out FVU (sum ||x - x_hat||^2 / sum ||x - mean x||^2, Gao et al. 2024) of the
+  reconstruction from the first w latents of the inference code alone, for each w in `widths`."""
+  xp = np.asarray(run.model.prepare(x), np.float32).reshape(len(x), -1)
+  out = []
+  for i in range(len(run.members)):
+    params = analysis.member_params(run.params, i)
+    z = analysis.encode(run.model, params, x, run.config)
+    row = {}
+    for w in widths:
+      x_hat = analysis.decode(run.model, params, np.where(np.arange(z.shape[1]) < w, z, 0.0), run.config)
+      row[w] = float(sae.fvu(xp, x_hat.reshape(len(x), -1)))
+    out.append(row)
+  return out
+
+
+def matryoshka_frontier(args, out: str, acts: dict) -> tuple[str, dict]:
+  """Part 3: TopK, BatchTopK and Matryoshka BatchTopK at the same ks, every seed of a k in one program."""
+  ks = (2, 4) if args.smoke else MATRYOSHKA_KS
+  widths = (8, 32) if args.smoke else MATRYOSHKA_WIDTHS
+  x_test = np.load(acts["test"], allow_pickle=False)
+  points, numbers, rows = [], {}, []
+  for act in MATRYOSHKA_LINES:
+    config = sae_config(args, acts["train"], acts["test"], MNIST_EPOCHS, 8, args.frontier_seeds)
+    config.sae.activation = act
+    if act == "matryoshka_batchtopk":
+      config.sae.matryoshka_widths = tuple(widths)
+    config.sweep = json.dumps({"sae.k": list(ks)})
+    workdir = os.path.join(out, "runs", f"mnist_{act}_vs_matryoshka" if act != "matryoshka_batchtopk" else
+                           "mnist_matryoshka")
+    result = common.ensure_trained(config, workdir)
+    seconds = _train_seconds(workdir)
+    numbers[act] = {"seconds": seconds, "settings": []}
+    for (name, group), k in zip(result["groups"].items(), ks):
+      ev = group["settings"][0]["eval"]
+      run = jaxae.load_run(os.path.join(workdir, "groups", name))
+      prefixes = prefix_fvu(run, x_test, widths)
+      stats = {m: common.mean_std(ev[m]["per_seed"]) for m in ("l0", "fvu", "dead_fraction")}
+      prefix_stats = {w: common.mean_std([p[w] for p in prefixes]) for w in widths}
+      numbers[act]["settings"].append({"k": k, "per_seed": {m: ev[m]["per_seed"] for m in stats},
+                                       "prefix_fvu_per_seed": {str(w): [p[w] for p in prefixes] for w in widths}})
+      points.append(({"knob": f"k={k}", "activation": act}, {m: stats[m] for m in ("l0", "fvu")}))
+      rows.append([act, k, len(ev["fvu"]["per_seed"]), common.fmt(*stats["l0"], 1), common.fmt(*stats["fvu"], 4)]
+                  + [common.fmt(*prefix_stats[w], 3) for w in widths] + [common.fmt(*stats["dead_fraction"], 3)])
+  plots.frontier(points, ["knob", "activation"], os.path.join(out, "frontier_matryoshka.png"),
+                 title="Matryoshka vs TopK / BatchTopK on MNIST MLP activations: held-out FVU vs L0",
+                 names={"knob": "", "activation": ""})
+  config = sae_config(args, acts["train"], acts["test"], MNIST_EPOCHS, 8, args.frontier_seeds)
+  text = (f"### Matryoshka BatchTopK against TopK and BatchTopK (mean ± std over seeds)\n\n"
+          f"The activations, m = 8 x {HIDDEN} latents and training of the frontier above; Matryoshka's nested "
+          f"prefixes {', '.join(map(str, widths))} (and all {8 * HIDDEN}). FVU of a prefix: the held-out "
+          f"reconstruction from the code's first w latents alone. Training time (all seeds and ks, sum of the "
+          f"epochs' seconds): " + ", ".join(f"{a} {n['seconds']:.0f} s" for a, n in numbers.items()) + ".\n\n"
+          + common.markdown_table(["activation", "k", "seeds", "held-out L0", "held-out FVU"]
+                                  + [f"FVU, first {w}" for w in widths] + ["dead fraction"], rows))
+  return text, numbers
+
+
+PARTS = ("synthetic", "frontier", "auxk", "matryoshka")
+
+
 def main(argv=None):
   def flags(p):
     p.add_argument("--frontier_seeds", type=int, default=0, help="seeds per MNIST setting (default 3, smoke 2)")
+    p.add_argument("--parts", default="all", help="'all', or a comma-separated subset of synthetic,frontier,auxk,"
+                   "matryoshka (the activations are dumped whenever a part needs them)")
 
   args = common.parse_args(__doc__.splitlines()[0], argv, extra=flags)
   args.frontier_seeds = args.frontier_seeds or (2 if args.smoke else 3)
+  parts = PARTS if args.parts == "all" else tuple(p for p in args.parts.split(",") if p)
+  unknown = sorted(set(parts) - set(PARTS))
+  if unknown or not parts:
+    raise SystemExit(f"--parts={args.parts!r}: choose 'all' or from {', '.join(PARTS)}")
   started = time.perf_counter()
-  synthetic_text, synthetic_numbers = synthetic(args, args.out)
-  acts = dump_activations(args, args.out)
-  frontier_text, frontier_numbers = frontier(args, args.out, acts)
-  auxk_text, auxk_numbers = auxk_sweep(args, args.out, acts)
-  common.write_results(args.out, "Study 12: sparse autoencoders", [synthetic_text, frontier_text, auxk_text],
-                       {"synthetic": synthetic_numbers, "activations": acts, "frontier": frontier_numbers,
-                        "auxk": auxk_numbers}, started)
+  texts, numbers = [], {}
+  if "synthetic" in parts:
+    text, numbers["synthetic"] = synthetic(args, args.out)
+    texts.append(text)
+  if set(parts) - {"synthetic"}:
+    numbers["activations"] = acts = dump_activations(args, args.out)
+  for name, part in (("frontier", frontier), ("auxk", auxk_sweep), ("matryoshka", matryoshka_frontier)):
+    if name in parts:
+      text, numbers[name] = part(args, args.out, acts)
+      texts.append(text)
+  common.write_results(args.out, "Study 12: sparse autoencoders", texts, numbers, started)
   print(open(os.path.join(args.out, "results.md")).read())
 
 
