@@ -10,7 +10,8 @@ environment, so this runs in two steps, each with only its own side's imports:
 
 Step 2 prints, per member, the largest absolute difference of the codes and reconstructions on the raw
 sample (the run's normalization is folded into the exported weights) and whether the active latents
-agree; it exits 1 when any difference exceeds --tol.
+agree; it exits 1 when any difference exceeds --tol. A transcoder's reconstruction is of its target, in
+the target's raw units, and is SAELens's forward() (which adds a skip transcoder's x @ W_skip.T).
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ def dump(args) -> int:
     params = analysis.member_params(run.params, i)
     z = analysis.encode(run.model, params, x, run.config)
     x_hat = analysis.reconstruct(run.model, params, x, run.config)
-    if run.model.normalizer is not None:  # back to raw units
-      x_hat = x_hat * run.model.normalizer.scale + run.model.normalizer.offset
+    out_normalizer = run.model.normalizer if run.model.target is None else run.model.target.normalizer
+    if out_normalizer is not None:  # back to raw units (a transcoder's: its target's)
+      x_hat = x_hat * out_normalizer.scale + out_normalizer.offset
     name = f"member{len(manifest)}"
     np.save(os.path.join(args.out, f"{name}_z.npy"), z)
     np.save(os.path.join(args.out, f"{name}_x_hat.npy"), x_hat)
@@ -62,6 +64,9 @@ def check(args) -> int:
     with torch.no_grad():
       z = sae.encode(x)
       x_hat = sae.decode(z)
+      if "transcoder" in sae.cfg.architecture():  # forward() adds a skip transcoder's x @ W_skip.T
+        x_hat = sae.forward(x)
+        x_hat = x_hat[0] if isinstance(x_hat, tuple) else x_hat
     z_ref = np.load(os.path.join(args.out, f"{entry['name']}_z.npy"))
     x_ref = np.load(os.path.join(args.out, f"{entry['name']}_x_hat.npy"))
     dz, dx = float(np.abs(z.numpy() - z_ref).max()), float(np.abs(x_hat.numpy() - x_ref).max())
