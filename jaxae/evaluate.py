@@ -9,6 +9,8 @@ setting; a sweep with static keys is evaluated group by group under `groups/`), 
 held-out data or on `--data`. What is computed depends on what the run's variant offers
 (`configs.variant_of(config)`), never on its name:
 
+  a target          (data.target_source, a transcoder) every reconstruction metric is against the held-out
+                    targets (`--target_data` with `--data`), plus fvu and explained_variance
   every variant     reconstruction of the code (`Variant.code_fn`): MSE per element, Bernoulli
                     cross-entropy in nats per example (sigmoid outputs, inputs in [0, 1]) and PSNR in
                     dB; active units (Var_x z_j > 0.01, Burda et al. 2016 sec. 5.2), L0 (units with

@@ -106,7 +106,9 @@ class Program:
   """The compiled pieces of one group and what they were built from: made once per (config, data shape).
 
   `init_state()` / `abstract_state()` give the members' initial TrainState (or its shapes, the
-  checkpoint restore target); the callables take and return states with a leading member axis.
+  checkpoint restore target); the callables take and return states with a leading member axis. Their
+  stored inputs x are an array (N, ...), or with data.target_source the pytree `data.inputs(split)`
+  ({'x', 'target'}, gathered row by row together).
   """
 
   config: Any
