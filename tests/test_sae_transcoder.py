@@ -167,6 +167,10 @@ def test_rows_stay_paired_through_subsets_shuffles_and_streaming(tmp_path):
     np.testing.assert_array_equal(np.asarray(split.target[np.arange(len(split))]),
                                   np.asarray(split.x[np.arange(len(split))])[:, perm])
   assert len(data.train) == 128 and len(data.eval) == 20  # 10% of 200 held out, then a subset
+  other = configs.from_dict(config.to_dict())
+  other.data.eval_source, other.data.eval_target_source = config.data.source, config.data.target_source
+  held = data_lib.load(other.data).eval  # data.eval_target_source pairs data.eval_source (its 40-row subset)
+  np.testing.assert_array_equal(np.asarray(held.target[np.arange(40)]), np.asarray(held.x[np.arange(40)])[:, perm])
   p_matrix = np.zeros((D_IN, D_OUT), np.float32)
   p_matrix[perm, np.arange(D_OUT)] = 1
 
