@@ -19,6 +19,8 @@ splices the SAE into a randomly initialized HookedSAETransformer (no download: a
 checks that `add_sae` attached it there and that the hook's output is the SAE's reconstruction of the
 hook's input; it also shows that without a hook name `add_sae` attaches nothing. It exits 1 when any
 difference exceeds --tol or any of these checks fails.
+A transcoder's reconstruction is of its target, in the target's raw units, and is SAELens's forward()
+(which adds a skip transcoder's x @ W_skip.T).
 """
 
 from __future__ import annotations
@@ -48,8 +50,9 @@ def dump(args) -> int:
     params = analysis.member_params(run.params, i)
     z = analysis.encode(run.model, params, x, run.config)
     x_hat = analysis.reconstruct(run.model, params, x, run.config)
-    if run.model.normalizer is not None:  # back to raw units
-      x_hat = run.model.normalizer.inverse(x_hat)
+    out_normalizer = run.model.normalizer if run.model.target is None else run.model.target.normalizer
+    if out_normalizer is not None:  # back to raw units (a transcoder's: its target's)
+      x_hat = out_normalizer.inverse(x_hat)
     name = f"member{len(manifest)}"
     np.save(os.path.join(args.out, f"{name}_z.npy"), z)
     np.save(os.path.join(args.out, f"{name}_x_hat.npy"), x_hat)
@@ -133,6 +136,9 @@ def check(args) -> int:
     with torch.no_grad():
       z = sae.encode(x[:, None, :] if hook_z else x)
       x_hat = sae.decode(z).reshape(len(x), -1)
+      if "transcoder" in sae.cfg.architecture():  # forward() adds a skip transcoder's x @ W_skip.T
+        x_hat = sae.forward(x)
+        x_hat = x_hat[0] if isinstance(x_hat, tuple) else x_hat
     z_ref = np.load(os.path.join(args.out, f"{entry['name']}_z.npy"))
     x_ref = np.load(os.path.join(args.out, f"{entry['name']}_x_hat.npy"))
     dz, dx = float(np.abs(z.numpy() - z_ref).max()), float(np.abs(x_hat.numpy() - x_ref).max())

@@ -28,6 +28,8 @@ def _jitted(net, config_json: str, what: str):
     return jax.jit(lambda p, x: code(p, net.prepare(x)))
   if what == "mean":
     return jax.jit(lambda p, z: net.mean(net.decode(p, z)))
+  if what == "skip":
+    return jax.jit(lambda p, x: net.skip(p, net.prepare(x)))
   raise ValueError(what)
 
 
@@ -52,8 +54,13 @@ def decode(model, params, z, config, batch_size: int = 1000) -> np.ndarray:
 
 
 def reconstruct(model, params, x, config, batch_size: int = 1000) -> np.ndarray:
-  """decode(encode(x)) of one member's params, (N, *data_shape) float32."""
-  return decode(model, params, encode(model, params, x, config, batch_size), config, batch_size)
+  """decode(encode(x)) of one member's params, (N, *data_shape) float32; a transcoder's reconstruction of its
+  target (N, *target_shape), in the target's normalized units, with the skip term of a skip transcoder."""
+  out = decode(model, params, encode(model, params, x, config, batch_size), config, batch_size)
+  if hasattr(model.module, "skip"):
+    fn = _fn(model, config, "skip")
+    out = out + _batched(lambda b: fn(params, b), x, batch_size)
+  return out
 
 
 def member_params(params, i: int):
@@ -93,14 +100,18 @@ def encoder_jacobian_sq_norm(model, params, x, batch_size: int = 250) -> np.ndar
   return _batched(lambda b: enc(model.prepare(b)), x, batch_size)
 
 
-def squared_errors(model, params, x, config, batch_size: int = 1000) -> np.ndarray:
-  """(reconstruct(x) - prepare(x))^2, (N, *data_shape) float32, for one member's params.
+def squared_errors(model, params, x, config, batch_size: int = 1000, target=None) -> np.ndarray:
+  """(reconstruct(x) - prepare(x))^2, (N, *data_shape) float32, for one member's params; for a model with a
+  target (data.target_source), (reconstruct(x) - prepare_target(target))^2, (N, *target_shape).
 
   In the network's input space: after the run's normalizer (`data.normalize`), so the mean over
   everything is the held-out `recon_mse` the run reports.
   """
+  if (model.target is None) != (target is None):
+    raise ValueError("squared_errors: give `target` (N, *target_shape) exactly when the model has a target")
   out = []
   for i in range(0, len(x), batch_size):
     batch = x[i:i + batch_size]
-    out.append(np.square(reconstruct(model, params, batch, config, batch_size) - np.asarray(model.prepare(batch))))
+    ref = model.prepare(batch) if target is None else model.prepare_target(np.asarray(target[i:i + batch_size]))
+    out.append(np.square(reconstruct(model, params, batch, config, batch_size) - np.asarray(ref)))
   return np.concatenate(out)

@@ -63,6 +63,7 @@ RESUME_SAFE = (
     "checkpoint.keep",
     "data.eval_source",
     "data.eval_split",
+    "data.eval_target_source",
     "data.max_eval",
     "data.data_dir",
     "log.tensorboard",
@@ -91,6 +92,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.max_train = 0  # 0 = all; small values make tests fast.
   c.data.max_eval = 0
   c.data.data_dir = ""  # TFDS data_dir; '' = TFDS default.
+  c.data.target_source = ""  # a data source of what each input reconstructs into (a transcoder's target); '' = itself
+  c.data.eval_target_source = ""  # the held-out targets, paired with data.eval_source (needed with both set)
   c.data.labels = ""  # 'npy:PATH': (N,) class indices for the inputs of data.source; '' = the source's own.
   c.data.channels = 0  # folder: / hf: images: 1 (grayscale) or 3 (RGB); 0 = 1 if every image is grayscale.
   c.data.image_size = ()  # folder: / hf: images resized to (height, width); () = all must share one size.
@@ -318,7 +321,7 @@ def validate(config) -> None:
 
 def _check_data(config) -> None:
   data = config.data
-  for key in ("source", "eval_source"):
+  for key in ("source", "eval_source", "target_source", "eval_target_source"):
     if key == "source" or data[key]:
       try:
         sources.lookup(data[key])
@@ -327,6 +330,16 @@ def _check_data(config) -> None:
   if data.column and not any(str(data[k]).startswith("hf:") for k in ("source", "eval_source")):
     raise ConfigError(f"data.column={data.column!r} picks a column of an 'hf:PATH' dataset; data.source is "
                       f"{data.source!r}")
+  if data.target_source and not variant_of(config).targets:
+    from jaxae import variants
+    targets = [v.name for v in variants.all_variants() if v.targets]
+    raise ConfigError(f"data.target_source={data.target_source!r}: variant={config.variant!r} reconstructs its input; "
+                      f"the variants that take a target are {', '.join(map(repr, targets))}")
+  if data.eval_target_source and not data.target_source:
+    raise ConfigError("data.eval_target_source is set without data.target_source (the training targets)")
+  if data.target_source and data.eval_source and not data.eval_target_source:
+    raise ConfigError("data.target_source is set with data.eval_source: give the held-out targets as "
+                      "data.eval_target_source")
   if data.labels and not (data.labels.startswith("npy:") and len(data.labels) > 4):
     raise ConfigError(f"data.labels={data.labels!r} must be '' or 'npy:PATH' (a 1-D array of class indices)")
   if data.channels not in (0, 1, 3):

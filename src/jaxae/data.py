@@ -183,21 +183,54 @@ def _holdout(split: Split, fraction: float) -> tuple[Split, Split]:
   return split.take(train_idx), dataclasses.replace(split.take(held_idx), name=f"{split.name} (held-out part)")
 
 
+def with_target(split: Split, target_source: str, options: Options, key: str = "data.target_source") -> Split:
+  """`split` with the rows of `target_source` (any data source) as its targets (`Split.target`), row i of the
+  target paired with input i. Raises DataError (one line) when the target cannot be read, fails
+  `check_split`, or has another number of rows than the inputs."""
+  target = load_source(target_source, options)
+  name = f"{key}={target_source!r}"
+  check_split(dataclasses.replace(target, name=name, labels=None, factors=None, factor_names=()))
+  if len(target.x) != len(split):
+    raise DataError(f"{name} has {len(target.x)} rows, {split.name} {len(split)}: a target needs one row per "
+                    f"input, in the same order")
+  return dataclasses.replace(split, target=target.x)
+
+
+def inputs(split: Split):
+  """What the programs index by example (`train.Program`, `stream`): the stored inputs x, or for a split with
+  targets the pytree {'x': x, 'target': target}, whose rows are gathered together so that they stay paired."""
+  return split.x if split.target is None else {"x": split.x, "target": split.target}
+
+
 def load(data_config) -> Data:
   """Training and held-out splits for `config.data`, checked (`check_split`). Raises DataError.
 
   With `eval_source=''` a stratified `holdout_fraction` of the training source is held out (fixed
   seed 0, the same for every run, so runs compare on the same examples). `max_train` / `max_eval`
   keep a random subset, for quick runs and tests. `data.labels` labels the training source only.
-  LazyArray inputs stay lazy (subsets are `LazyArray.select` views).
+  `data.target_source` (with `data.eval_target_source` beside `data.eval_source`) gives the splits their
+  targets (`with_target`), paired row by row through the holdout and the subsets. LazyArray inputs stay
+  lazy (subsets are `LazyArray.select` views).
   """
   train = load_source(data_config.source, options(data_config, data_config.split))
   train = _with_labels(dataclasses.replace(train, name=f"data.source={data_config.source!r}"), data_config.labels)
   check_split(train)
+  target_source = data_config.get("target_source", "")
+  if target_source:  # before the held-out part and the subsets are taken: Split.take keeps the rows paired
+    train = with_target(train, target_source, options(data_config, data_config.split))
   if data_config.eval_source:
     held = load_source(data_config.eval_source, options(data_config, data_config.eval_split))
     held = dataclasses.replace(held, name=f"data.eval_source={data_config.eval_source!r}")
     check_split(held)
+    if target_source:
+      if not data_config.get("eval_target_source", ""):
+        raise DataError("data.target_source is set with data.eval_source: give the held-out targets as "
+                        "data.eval_target_source")
+      held = with_target(held, data_config.eval_target_source, options(data_config, data_config.eval_split),
+                         "data.eval_target_source")
+      if held.target.shape[1:] != train.target.shape[1:]:
+        raise DataError(f"data.eval_target_source has targets of shape {held.target.shape[1:]}, data.target_source "
+                        f"{train.target.shape[1:]}")
     eval_name = f"{data_config.eval_source} ({data_config.eval_split})"
     if held.x.shape[1:] != train.x.shape[1:]:
       raise DataError(f"{held.name} has examples of shape {held.x.shape[1:]}, {train.name} {train.x.shape[1:]}")
@@ -323,6 +356,38 @@ class Normalizer:
     if "offset" not in d:
       return cls(d["kind"])
     return cls(d["kind"], np.asarray(d["offset"], np.float32), np.asarray(d["scale"], np.float32))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Target:
+  """The target a network reconstructs instead of its input (`data.target_source`; a transcoder's):
+  its row shape (D_out,) (or any one example's shape), and the data.Normalizer fitted on the training
+  targets with their own statistics (None for data.normalize='none'). Stored with the run (`to_json`)."""
+  shape: tuple
+  normalizer: Normalizer | None = None
+
+  def prepare(self, t):
+    """Stored targets (B, *shape) -> float32, scaled as the network's output is (numpy or jax)."""
+    return self.normalizer.apply(t) if self.normalizer is not None else to_float(t)
+
+  def to_json(self) -> str:
+    normalizer = None if self.normalizer is None else json.loads(self.normalizer.to_json())
+    return json.dumps({"shape": list(self.shape), "normalizer": normalizer})
+
+  @classmethod
+  def from_json(cls, text: str) -> Target:
+    d = json.loads(text)
+    normalizer = None if d["normalizer"] is None else Normalizer.from_json(json.dumps(d["normalizer"]))
+    return cls(tuple(d["shape"]), normalizer)
+
+
+def fit_target(split: Split, kind: str) -> Target | None:
+  """The Target of a training split with targets (None without): data.normalize `kind` fitted on the
+  targets alone (their own offset and scale, e.g. E||t||^2 = D_out for 'unit_mean_square')."""
+  if split.target is None:
+    return None
+  normalizer = Normalizer(kind).fit(Split(split.target, name=split.name)) if kind != "none" else None
+  return Target(tuple(split.target.shape[1:]), normalizer)
 
 
 def _unit_mean_square(x) -> Normalizer:

@@ -9,6 +9,8 @@ setting; a sweep with static keys is evaluated group by group under `groups/`), 
 held-out data or on `--data`. What is computed depends on what the run's variant offers
 (`configs.variant_of(config)`), never on its name:
 
+  a target          (data.target_source, a transcoder) every reconstruction metric is against the held-out
+                    targets (`--target_data` with `--data`), plus fvu and explained_variance
   every variant     reconstruction of the code (`Variant.code_fn`): MSE per element, Bernoulli
                     cross-entropy in nats per example (sigmoid outputs, inputs in [0, 1]) and PSNR in
                     dB; active units (Var_x z_j > 0.01, Burda et al. 2016 sec. 5.2), L0 (units with
@@ -295,24 +297,30 @@ def _recon_program(net, config_json: str, member_loop: str):
   config = ml_collections.ConfigDict(json.loads(config_json))
   code = configs.variant_of(config).code_fn(config, net)
 
-  def member(params, x):
+  def member(params, x, ref):
     z = code(params, x)
-    logits = net.decode(params, z)
-    err = jnp.square(net.mean(logits) - x).reshape(x.shape[0], -1)
-    per = jnp.maximum(logits, 0) - logits * x + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+    logits = net.decode(params, z) + net.skip(params, x)  # a skip transcoder's x @ W_skip (else 0)
+    ref = x if ref is None else ref
+    err = jnp.square(net.mean(logits) - ref).reshape(x.shape[0], -1)
+    per = jnp.maximum(logits, 0) - logits * ref + jnp.log1p(jnp.exp(-jnp.abs(logits)))
     return z, jnp.mean(err, axis=-1), jnp.sum(per.reshape(x.shape[0], -1), axis=-1)
 
   over = _over_members(member, member_loop)
-  return jax.jit(lambda params, x: over((params,), (x,)))
+  return jax.jit(lambda params, x, ref: over((params,), (x, ref)))
 
 
-def codes_and_errors(net, config, params, x: np.ndarray, batch_size: int = 500, member_loop: str = "vmap"):
+def codes_and_errors(net, config, params, x: np.ndarray, batch_size: int = 500, member_loop: str = "vmap",
+                     target: np.ndarray | None = None):
   """(codes (M, N, ...), MSE per example (M, N), Bernoulli cross-entropy per example (M, N)) of every member.
 
   x: (N, *data_shape) float32 network inputs. The code is the variant's inference code (Variant.code_fn);
-  the reconstruction is net.mean(decode(code)); the MSE is per element, the cross-entropy (from the
-  decoder logits, meaningful for sigmoid outputs and inputs in [0, 1]) in nats per example.
+  the reconstruction is net.mean(decode(code)) (plus `Net.skip`); the MSE is per element, the cross-entropy
+  (from the decoder logits, meaningful for sigmoid outputs and inputs in [0, 1]) in nats per example. A
+  network with a target (data.target_source, a transcoder) is scored against `target` (N, *target_shape)
+  float32 (`Net.prepare_target` of the targets paired with x), which it needs (ValueError without).
   """
+  if (net.target is None) != (target is None):
+    raise ValueError("codes_and_errors: give `target` exactly when the network reconstructs a target (data.target_source)")
   fn = _recon_program(net, config.to_json(sort_keys=True), member_loop)
   n = len(x)
   bs = max(1, min(batch_size, n))
@@ -320,7 +328,8 @@ def codes_and_errors(net, config, params, x: np.ndarray, batch_size: int = 500, 
   for start in range(0, n, bs):
     idx = np.minimum(np.arange(start, start + bs), n - 1)
     take = min(bs, n - start)
-    parts.append([np.asarray(a)[:, :take] for a in fn(params, jnp.asarray(x[idx]))])
+    ref = None if target is None else jnp.asarray(target[idx])
+    parts.append([np.asarray(a)[:, :take] for a in fn(params, jnp.asarray(x[idx]), ref)])
   return tuple(np.concatenate([p[i] for p in parts], axis=1) for i in range(3))
 
 
@@ -389,6 +398,7 @@ def generation_quality(run, x: np.ndarray, code_shape: tuple, model, train_codes
 class Options:
   """What `evaluate` computes; the command-line flags of the same names."""
   data: str = ""  # a data source ('idx:DIR', 'npy:PATH', ...) instead of the run's held-out data
+  target_data: str = ""  # with --data, for a run with data.target_source (a transcoder): the targets paired with it
   split: str = ""  # its split ('' = the run's data.eval_split)
   num_samples: int = 1000  # K of the importance-sampled log-likelihood; 0 skips it
   max_examples: int = 0  # evaluate a fixed random subset of the held-out data (0 = all)
@@ -443,6 +453,16 @@ def _heldout(run, options: Options, quiet: bool) -> tuple[data_lib.Split, data_l
     if tuple(held.x.shape[1:]) != tuple(run.model.data_shape):
       raise data_lib.DataError(f"--data={options.data!r} has examples of shape {tuple(held.x.shape[1:])}, the run was "
                                f"trained on {tuple(run.model.data_shape)}")
+    if run.model.target is not None:
+      if not options.target_data:
+        raise data_lib.DataError(f"{run.workdir} reconstructs targets (data.target_source): give --target_data, the "
+                                 f"targets paired row by row with --data")
+      held = data_lib.with_target(held, options.target_data, data_lib.options(cfg, split), "--target_data")
+      if tuple(held.target.shape[1:]) != tuple(run.model.target.shape):
+        raise data_lib.DataError(f"--target_data={options.target_data!r} has targets of shape "
+                                 f"{tuple(held.target.shape[1:])}, the run was trained on {tuple(run.model.target.shape)}")
+  if options.target_data and not (options.data and run.model.target is not None):
+    raise data_lib.DataError("--target_data goes with --data, for a run with data.target_source (a transcoder)")
   if options.max_examples and options.max_examples < len(held):
     held = data_lib.random_subset(held, options.max_examples, data_lib.EVAL_SUBSET_SEED)
     name += ", a random subset"
@@ -451,6 +471,15 @@ def _heldout(run, options: Options, quiet: bool) -> tuple[data_lib.Split, data_l
 
 def _prepared(net, x, batch: int = 4096) -> np.ndarray:
   return np.concatenate([np.asarray(net.prepare(np.asarray(x[i:i + batch])), np.float32) for i in range(0, len(x), batch)])
+
+
+def _prepared_target(net, split) -> np.ndarray | None:
+  """The split's targets as the network's output is scaled (Net.prepare_target), or None for a network without."""
+  if net.target is None:
+    return None
+  t = split.target
+  return np.concatenate([np.asarray(net.prepare_target(np.asarray(t[i:i + 4096])), np.float32)
+                         for i in range(0, len(t), 4096)])
 
 
 def _block(values: np.ndarray, idx: list[int], healthy: np.ndarray) -> dict:
@@ -502,12 +531,19 @@ def evaluate_run(run, options: Options = Options(), quiet: bool = False) -> dict
                     f"same samples")
     _log(f"  importance-sampled log-likelihood, K={options.num_samples}: {time.perf_counter() - t:.1f}s", quiet)
 
-  z, mse, bce = codes_and_errors(net, config, run.params, x, member_loop=member_loop)
+  target = _prepared_target(net, held)
+  ref = x if target is None else target  # what the reconstruction is scored against
+  z, mse, bce = codes_and_errors(net, config, run.params, x, member_loop=member_loop, target=target)
   metrics["recon_mse"] = mse.mean(axis=1)
-  in_unit = bool(x.min() >= 0 and x.max() <= 1)
+  if target is not None:  # a transcoder: the fraction of the target's variance left unexplained (centred)
+    metrics["fvu"] = mse.sum(axis=1) * np.prod(target.shape[1:]) / np.sum(np.square(target.astype(np.float64) - target.mean(axis=0, dtype=np.float64)))
+    metrics["explained_variance"] = 1 - metrics["fvu"]
+    notes["fvu"] = ("sum ||t - t_hat||^2 / sum ||t - mean(t)||^2 over the held-out targets t (data.target_source), "
+                    "after the run's target normalizer; recon_mse and psnr are against t too")
+  in_unit = bool(ref.min() >= 0 and ref.max() <= 1)
   if net.output == "sigmoid" and in_unit:
     metrics["recon_bce"] = bce.mean(axis=1)
-  peak = 1.0 if in_unit else float(x.max() - x.min())
+  peak = 1.0 if in_unit else float(ref.max() - ref.min())
   metrics["psnr"] = psnr(mse, peak).mean(axis=1)
   notes["psnr"] = f"dB, mean over examples of 10 log10(peak^2 / MSE_i), peak {peak:g}"
   stats = [code_statistics(z[i]) for i in range(num)]
@@ -524,7 +560,8 @@ def evaluate_run(run, options: Options = Options(), quiet: bool = False) -> dict
     tr = train_split
     if options.probe_examples and len(tr) > options.probe_examples:
       tr = data_lib.random_subset(tr, options.probe_examples, PROBE_SEED)
-    z_tr = codes_and_errors(net, config, run.params, _prepared(net, tr.x), member_loop=member_loop)[0]
+    z_tr = codes_and_errors(net, config, run.params, _prepared(net, tr.x), member_loop=member_loop,
+                            target=_prepared_target(net, tr))[0]
   if labelled and options.probes:
     t = time.perf_counter()
     finite = [bool(np.isfinite(z_tr[i]).all() and np.isfinite(z[i]).all()) for i in range(num)]  # diverged: NaN
@@ -591,7 +628,8 @@ def _disentanglement(net, config, params, member_loop, held, z, train_split, opt
     return {}, "no disentanglement metrics: they need codes of 2 or more units and 4 or more examples"
   if train_split is not None and train_split.factors is not None:
     tr = data_lib.random_subset(train_split, min(n, len(train_split)), DISENTANGLEMENT_SEED)
-    z_tr = codes_and_errors(net, config, params, _prepared(net, tr.x), member_loop=member_loop)[0]
+    z_tr = codes_and_errors(net, config, params, _prepared(net, tr.x), member_loop=member_loop,
+                            target=_prepared_target(net, tr))[0]
     z_tr, f_tr, fit = z_tr.reshape(len(z_tr), len(tr), -1), tr.factors, f"{len(tr)} training codes"
   else:
     half = len(test) // 2
@@ -871,6 +909,8 @@ def main(argv=None) -> int:
   defaults = Options()
   p.add_argument("--data", default="", help="evaluate on this data source instead of the run's held-out data")
   p.add_argument("--split", default="", help="the split of --data (default: the run's data.eval_split)")
+  p.add_argument("--target_data", default="", help="with --data, for a transcoder run (data.target_source): its "
+                                                   "targets, one row per row of --data")
   p.add_argument("--num_samples", type=int, default=defaults.num_samples,
                  help="K samples of q(z|x) for the importance-sampled log-likelihood (0: skip; 5000 for papers)")
   p.add_argument("--max_examples", type=int, default=0, help="a fixed random subset of the held-out data (0: all)")
@@ -891,7 +931,7 @@ def main(argv=None) -> int:
   from jaxae import main as main_lib
 
   main_lib.quiet_libraries()
-  options = Options(data=args.data, split=args.split, num_samples=args.num_samples, max_examples=args.max_examples,
+  options = Options(data=args.data, target_data=args.target_data, split=args.split, num_samples=args.num_samples, max_examples=args.max_examples,
                     binarize=args.binarize, export=tuple(e for e in args.export.split(",") if e),
                     figures=not args.no_figures, embedding=args.embedding, batch_size=args.batch_size,
                     gmm_components=args.gmm_components, disentanglement_examples=args.disentanglement_examples,

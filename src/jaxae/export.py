@@ -37,6 +37,8 @@ JumpReLU, sae_lens/saes/matryoshka_batchtopk_sae.py). The run's input normalizat
 affine map x' = (x - offset) / scale) is folded into the weights, so the exported SAE takes the raw
 activations (normalize_activations='none'), as SAELens's `fold_activation_norm_scaling_factor` does:
 W_enc / scale (rows), W_dec * scale (columns), b_dec -> offset + scale * b_dec; codes are unchanged.
+Transcoders (data.target_source) export as SAELens's transcoder classes, both normalizations folded
+(`jaxae.transcoder`: architectures, d_out, W_skip); 'topk' transcoders have no SAELens class (ExportError).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ import sys
 
 import numpy as np
 
-from jaxae import errors, files
+from jaxae import errors, files, transcoder
 
 SAELENS_FORMAT_VERSION = "6.18.0"  # the SAELens release whose save/load code this format follows
 ARCHITECTURES = {"relu": "standard", "topk": "topk", "batchtopk": "jumprelu", "jumprelu": "jumprelu"}
@@ -313,6 +315,9 @@ def export_saelens(workdir: str, out: str | None = None, splice: dict | None = N
       if not {"W_enc", "W_dec", "b_dec"} <= set(params) or "sae" not in run.config:
         raise ExportError(f"{run.workdir} trained variant {run.config.variant!r}, whose parameters are not a sparse "
                           f"autoencoder's (W_enc, b_enc, W_dec, b_dec): only SAE runs export to SAELens")
+      if run.model.target is not None and transcoder.saelens_architecture(run.config) is None:
+        raise ExportError(f"{run.workdir} is a transcoder with sae.activation={run.config.sae.activation!r}, which "
+                          f"SAELens has no class for: its transcoders are {', '.join(sorted({a for a, _ in transcoder.SAELENS_ARCHITECTURES}))}")
       meta = splice_metadata(run.config, splice)
       for member in run.members:
         folder = os.path.join(out, group or "", _member_folder(member))
@@ -344,15 +349,24 @@ def export_saelens(workdir: str, out: str | None = None, splice: dict | None = N
       params = run.params["params"]
       activation = run.config.sae.activation
       for i, member in enumerate(run.members):
-        one = fold_normalizer({k: np.asarray(v[i]) for k, v in params.items()}, run.model.normalizer,
-                              run.model.data_shape)
-        state = saelens_state(one, activation)
+        arrays = {k: np.asarray(v[i]) for k, v in params.items()}
+        target = run.model.target
+        if target is None:
+          one = fold_normalizer(arrays, run.model.normalizer, run.model.data_shape)
+          state = saelens_state(one, activation)
+        else:
+          one = transcoder.fold_normalizers(arrays, run.model.normalizer, run.model.data_shape, target)
+          state = transcoder.saelens_state(one, activation, saelens_state(one, activation))
         d_in, d_sae = state["W_enc"].shape
         metadata = {"jaxae_workdir": os.path.abspath(run.workdir), "jaxae_step": run.step,
                     "jaxae_seed": member["seed"], "jaxae_setting": member["setting"],
                     "jaxae_activation": activation, "jaxae_input_shape": list(run.model.data_shape),
                     **meta, **(density[1] if density else {})}
+        if target is not None:
+          metadata["jaxae_target_shape"] = list(target.shape)
         cfg = saelens_cfg(run.config, int(d_in), int(d_sae), metadata)
+        if target is not None:
+          cfg = transcoder.saelens_cfg(run.config, cfg, state["W_dec"].shape[1])
         folder = files.make_dirs(os.path.join(out, group or "", _member_folder(member)))
         _write(os.path.join(folder, "sae_weights.safetensors"), lambda p: save_file(state, p))
         if density is not None:

@@ -71,7 +71,8 @@ def load_run(workdir: str, seed: int | None = None, setting: int | None = None, 
   meta = checkpoints.read_meta(mngr, step)
   config = configs.from_dict(meta["config"])
   normalizer = data_lib.Normalizer.from_json(json.dumps(meta["normalizer"])) if meta.get("normalizer") else None
-  net = train.build_net(config, tuple(meta["data_shape"]), normalizer)
+  target = data_lib.Target.from_json(json.dumps(meta["target"])) if meta.get("target") else None
+  net = train.build_net(config, tuple(meta["data_shape"]), normalizer, target)
   num = len(meta["members"])
   abstract = jax.eval_shape(lambda: net.init(jax.random.key(0), jax.numpy.zeros((1, *net.data_shape))))
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct((num, *a.shape), a.dtype), abstract)

@@ -381,10 +381,20 @@ class Net:
   data_shape: tuple
   output: str = "sigmoid"  # reconstruction mean = sigmoid(logits) or the raw decoder output
   normalizer: Any = None  # data.Normalizer fitted on the training split (data.normalize), or None
+  target: Any = None  # data.Target (shape, normalizer) of what the network reconstructs instead of x, or None
 
   def prepare(self, x):
     """Stored inputs (N, *data_shape) -> float32 network inputs (numpy or jax)."""
     return self.normalizer.apply(x) if self.normalizer is not None else data_lib.to_float(x)
+
+  def prepare_target(self, t):
+    """Stored targets (N, *target.shape) -> float32, in the units of the network's output (numpy or jax)."""
+    return self.target.prepare(t)
+
+  @property
+  def output_shape(self) -> tuple:
+    """The shape of one reconstruction: the target's with data.target_source, else data_shape."""
+    return tuple(self.target.shape) if self.target is not None else tuple(self.data_shape)
 
   def init(self, key, sample):
     return self.module.init(key, sample)
@@ -399,6 +409,13 @@ class Net:
 
   def decode(self, params, z, key=None, train: bool = False):
     return self.module.apply(params, z, train, method=self.module.decode, rngs=self._rngs(key, train, "decode"))
+
+  def skip(self, params, x):
+    """The part of the reconstruction that bypasses the code, added to the decoder's output: a module's
+    `skip(x)` method (a skip transcoder's x @ W_skip, Paulo et al. 2025), else 0. x: network inputs."""
+    if not hasattr(self.module, "skip"):
+      return 0.0
+    return self.module.apply(params, x, method=self.module.skip)
 
   def head(self, params, name: str, z, key=None, train: bool = False):
     salt = sorted(self.module.heads).index(name)

@@ -105,10 +105,11 @@ def _members(group: sweep.Group) -> list[dict]:
 
 
 def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrupt: str = "fail",
-                normalizer: data_lib.Normalizer | None = None) -> dict:
+                normalizer: data_lib.Normalizer | None = None, target: data_lib.Target | None = None) -> dict:
   """Trains every member of one compiled group; returns the summary dict (see report.summarize).
 
-  normalizer: fitted on the training split (data.normalize), None for none.
+  normalizer: fitted on the training split (data.normalize), None for none; target: the data.Target of
+  data.target_source (its shape and normalizer, fitted on the training targets), None for none.
   """
   config = group.config
   primary = sharding.is_primary()  # with several processes only process 0 writes the workdir's files
@@ -127,15 +128,16 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
 
   data_shape = data.train.x.shape[1:]
   mesh = sharding.member_mesh(len(members))
-  program = train.build(group, data_shape, len(data.train), mesh, normalizer=normalizer, train_x=data.train.x)
+  program = train.build(group, data_shape, len(data.train), mesh, normalizer=normalizer,
+                        train_x=data_lib.inputs(data.train), target=target)
   streamed = stream_lib.should_stream(config.data, data)
   if streamed:  # batches are read from the host or disk as they are needed (jaxae/stream.py)
-    (x, y), (xe, ye) = (data.train.x, _labels(data.train)), (data.eval.x, _labels(data.eval))
+    (x, y), (xe, ye) = (data_lib.inputs(data.train), _labels(data.train)), (data_lib.inputs(data.eval), _labels(data.eval))
     _say(f"streaming batches from the host (data.stream={config.data.stream!r}): "
          f"{stream_lib.nbytes(x) / 2**20:.0f} MiB of training inputs stay off the device")
   else:
-    x, y = sharding.replicate((data.train.x, _labels(data.train)), mesh)
-    xe, ye = sharding.replicate((data.eval.x, _labels(data.eval)), mesh)
+    x, y = sharding.replicate((data_lib.inputs(data.train), _labels(data.train)), mesh)
+    xe, ye = sharding.replicate((data_lib.inputs(data.eval), _labels(data.eval)), mesh)
 
   restored = workdir_lib.restore_latest(mngr, program.abstract_state, on_corrupt, _say)
   if restored is None:
@@ -166,7 +168,8 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
     return {"epoch": epoch, "step": train.global_step(state), "members": members,
             "diverged": {str(k): v for k, v in diverged.items()}, "data_shape": list(data_shape),
             "config": config.to_dict(), "eval_data": data.eval_name,
-            "normalizer": json.loads(normalizer.to_json()) if normalizer is not None else None}
+            "normalizer": json.loads(normalizer.to_json()) if normalizer is not None else None,
+            **({"target": json.loads(target.to_json())} if target is not None else {})}
 
   tracker = tracking.Tracker(workdir, config, members, train.global_step(state), program, data.eval.x)
   stop = _StopFlag()
@@ -299,11 +302,13 @@ def _vector_figures(figdir, members, program, params, data) -> None:
   from jaxae import plots
 
   x = data.eval.x[:VECTOR_FIGURE_EXAMPLES]
+  target = None if data.eval.target is None else data.eval.target[:VECTOR_FIGURE_EXAMPLES]
   errors = {}
   for g in sorted({m["setting_index"] for m in members}):
     idx = [i for i, m in enumerate(members) if m["setting_index"] == g]
     label = ",".join(f"{k.split('.')[-1]}={v}" for k, v in members[idx[0]]["setting"].items())
-    errors[label] = np.stack([analysis.squared_errors(program.net, analysis.member_params(params, i), x, program.config)
+    errors[label] = np.stack([analysis.squared_errors(program.net, analysis.member_params(params, i), x, program.config,
+                                                      target=target)
                               for i in idx])  # (seeds, N, D)
   units = " (after data.normalize)" if program.net.normalizer is not None else ""
   plots.feature_errors({k: e.mean(axis=1) for k, e in errors.items()}, os.path.join(figdir, "feature_errors.png"),
@@ -324,32 +329,33 @@ def train_and_evaluate(config, workdir: str, fresh: bool = False, on_corrupt: st
   configs.validate(config)
   groups = sweep.groups(config)
   data = data_lib.load(config.data)
-  normalizers = {}
+  normalizers, targets = {}, {}
   for g in groups:  # everything that can be refused is refused before the workdir is touched
     kind = g.config.data.normalize
     if kind not in normalizers:
       normalizers[kind] = data_lib.Normalizer(kind).fit(data.train) if kind != "none" else None
+      targets[kind] = data_lib.fit_target(data.train, kind)  # the targets' own statistics
     check_data(g.config, data, normalizers[kind])
-    train.build_net(g.config, data.train.x.shape[1:])  # shapes; the contract of the user's own modules
+    train.build_net(g.config, data.train.x.shape[1:], target=targets[kind])  # shapes; the user's own modules
     train.steps_per_call(g.config, len(data.train))
     mesh = sharding.member_mesh(len(g.members))  # several processes: the members must split evenly over them
-    _check_resources(g, data, normalizers[kind], mesh, workdir)
+    _check_resources(g, data, normalizers[kind], mesh, workdir, targets[kind])
   before = "stopped before training started; nothing was written"
   stop_if_asked(before)  # a Ctrl-C while the data loaded or the programs were shaped
   # One run at a time on a workdir (a lock held by process 0); its files are all checked before any changes.
   with workdir_lib.locked(workdir, sharding.is_primary(), sharding.any_process):
     workdir_lib.check(workdir, _runs(config, groups, workdir), fresh)
     stop_if_asked(before)
-    return _train_all(config, groups, data, normalizers, workdir, fresh, on_corrupt)
+    return _train_all(config, groups, data, normalizers, workdir, fresh, on_corrupt, targets)
 
 
-def _check_resources(group, data, normalizer, mesh, workdir) -> None:
+def _check_resources(group, data, normalizer, mesh, workdir, target=None) -> None:
   """ConfigError when the group's state, gradients and data cannot fit in a device's memory (memory.py);
   EnvironmentFailure when the workdir's disk cannot hold one checkpoint."""
   from jaxae import memory
 
-  program = train.build(group, data.train.x.shape[1:], len(data.train), normalizer=normalizer)
-  data_bytes = sum(int(np.prod(s.x.shape)) * s.x.dtype.itemsize for s in (data.train, data.eval))
+  program = train.build(group, data.train.x.shape[1:], len(data.train), normalizer=normalizer, target=target)
+  data_bytes = sum(stream_lib.nbytes(data_lib.inputs(s)) for s in (data.train, data.eval))
   abstract = program.abstract_state()
   memory.check_fits(abstract, data_bytes, devices=mesh.size)
   checkpoints.check_disk_space(workdir, abstract, "a checkpoint")
@@ -369,19 +375,20 @@ def _sweep_figures(pairs, swept, workdir) -> None:
   plots.sweep_figures(sweep.points(pairs), swept, os.path.join(workdir, "figures"))
 
 
-def _train_all(config, groups, data, normalizers, workdir, fresh, on_corrupt) -> dict:
+def _train_all(config, groups, data, normalizers, workdir, fresh, on_corrupt, targets) -> dict:
   if fresh and sharding.is_primary():
     workdir_lib.clear(workdir)
   sharding.barrier("jaxae_workdir_ready")  # no process opens the workdir while process 0 clears it
   # Process 0 writes the workdir's files: each is listed in manifest.jsonl (what --fresh may delete).
   with workdir_lib.writing(workdir) if sharding.is_primary() else contextlib.nullcontext():
-    return _train_groups(config, groups, data, normalizers, workdir, on_corrupt)
+    return _train_groups(config, groups, data, normalizers, workdir, on_corrupt, targets)
 
 
-def _train_groups(config, groups, data, normalizers, workdir, on_corrupt) -> dict:
+def _train_groups(config, groups, data, normalizers, workdir, on_corrupt, targets) -> dict:
   swept = list(configs.parse_sweep(config))
   if len(groups) == 1:
-    summary = train_group(groups[0], data, workdir, on_corrupt, normalizers[groups[0].config.data.normalize])
+    kind = groups[0].config.data.normalize
+    summary = train_group(groups[0], data, workdir, on_corrupt, normalizers[kind], targets[kind])
     if swept and "interrupted" not in summary and config.train.figures and sharding.is_primary():
       _sweep_figures([(groups[0], summary)], swept, workdir)
     return summary
@@ -394,7 +401,7 @@ def _train_groups(config, groups, data, normalizers, workdir, on_corrupt) -> dic
   for g in groups:
     _say(f"== group {g.name}")
     out[g.name] = train_group(g, data, os.path.join(workdir, "groups", g.name), on_corrupt,
-                              normalizers[g.config.data.normalize])
+                              normalizers[g.config.data.normalize], targets[g.config.data.normalize])
     if "interrupted" in out[g.name]:
       return out[g.name]
   if not sharding.is_primary():

@@ -10,11 +10,13 @@ autoencoders", eq. 1):
     x_hat = z @ W_dec + b_dec                    the reconstruction (B, D)
 
 W_enc (D, m), b_enc (m,), W_dec (m, D), b_dec (D,): the names and layouts of SAELens, so that
-`jaxae.export` writes them as they are. The activations (`ACTIVATIONS`, each with its source below):
+`jaxae.export` writes them as they are. A transcoder (`target_shape` set; `jaxae.transcoder`) decodes into
+another space of D_out features, without subtracting b_dec from its input, and a skip transcoder adds
+x @ W_skip. The activations (`ACTIVATIONS`, each with its source below):
 'relu' (with an L1 penalty on |z_i| ||W_dec,i||), 'topk', 'batchtopk', 'jumprelu', and the architectures
 registered in `jaxae.sae_archs` ('gated', 'matryoshka_batchtopk', one file each; `activations()` lists
-all). Everything here works on one member's parameters (`params['params']`) and one batch; the objective,
-its hooks and its metrics are in `jaxae/variants/sae.py`.
+all; SAEs only, not transcoders). Everything here works on one member's parameters (`params['params']`)
+and one batch; the objective, its hooks and its metrics are in `jaxae/variants/sae.py`.
 """
 
 from __future__ import annotations
@@ -58,6 +60,12 @@ class SparseAutoencoder(nn.Module):
   `decoder_init_norm` (1 for unit-norm decoders; 0.1 in Anthropic's April 2024 update, whose decoder
   norms are free); W_enc = W_dec^T (Gao et al. 2024, sec. 2; Conerly et al. 2024); b_enc = 0;
   b_dec = 0 until the variant's data-dependent initialization (`geometric_median`).
+
+  Transcoder (`target_shape`, the shape of one target; Dunefsky et al. 2024): W_dec (m, D_out), b_dec
+  (D_out,), `decode` returns (B, *target_shape), the encoder does not subtract b_dec (it lives in the
+  output space: pi = x @ W_enc + b_enc, as SAELens's Transcoder), and W_enc's columns are their own random
+  directions of the decoder rows' norm (input and output spaces differ: no tied init). `skip_connection`
+  adds W_skip (D_in, D_out), zero at init, and x @ W_skip to the output (`skip`; Paulo et al. 2025).
   """
 
   data_shape: Sequence[int]
@@ -66,21 +74,36 @@ class SparseAutoencoder(nn.Module):
   k: int = 32
   decoder_init_norm: float = 1.0
   jumprelu_init_threshold: float = 0.001
+  target_shape: Sequence[int] | None = None  # a transcoder's output shape (None: an SAE, data_shape)
+  skip_connection: bool = False  # a skip transcoder's x @ W_skip
+
+  @property
+  def transcoder(self) -> bool:
+    return self.target_shape is not None
+
+  @property
+  def output_shape(self) -> tuple:
+    return tuple(self.target_shape) if self.transcoder else tuple(self.data_shape)
 
   def setup(self):
-    d = math.prod(self.data_shape)
+    d, d_out = math.prod(self.data_shape), math.prod(self.output_shape)
 
-    def decoder_init(key, shape, dtype=jnp.float32):
+    def unit_rows(key, shape, dtype=jnp.float32):
       w = jax.random.normal(key, shape, dtype)
       return w * (self.decoder_init_norm / jnp.linalg.norm(w, axis=1, keepdims=True))
 
-    self.W_dec = self.param("W_dec", decoder_init, (self.width, d))
-    self.W_enc = self.param("W_enc", lambda key: jnp.array(self.W_dec.T))  # the transpose of the decoder
+    self.W_dec = self.param("W_dec", unit_rows, (self.width, d_out))
+    if self.transcoder:
+      self.W_enc = self.param("W_enc", lambda key: unit_rows(key, (self.width, d)).T)
+    else:
+      self.W_enc = self.param("W_enc", lambda key: jnp.array(self.W_dec.T))  # the transpose of the decoder
     arch = _architecture(self.activation)
     if arch is None or arch.b_enc:
       self.b_enc = self.param("b_enc", nn.initializers.zeros_init(), (self.width,))
-    self.b_dec = self.param("b_dec", nn.initializers.zeros_init(), (d,))
+    self.b_dec = self.param("b_dec", nn.initializers.zeros_init(), (d_out,))
     self.arch_params = {} if arch is None else arch.params(self, d, self.width)
+    if self.skip_connection:
+      self.W_skip = self.param("W_skip", nn.initializers.zeros_init(), (d, d_out))
     if self.activation == "jumprelu":
       init = math.log(self.jumprelu_init_threshold)
       self.log_threshold = self.param("log_threshold", nn.initializers.constant(init), (self.width,))
@@ -94,29 +117,38 @@ class SparseAutoencoder(nn.Module):
       p["log_threshold"] = self.log_threshold
     if self.activation == "batchtopk":
       p["threshold"] = self.threshold
+    if self.skip_connection:
+      p["W_skip"] = self.W_skip
     return p
 
   def encode(self, x, train: bool = False):
     """x (B, *data_shape) -> the inference code z (B, m) (`infer_code`)."""
     del train  # the training-time code (batch top-k, straight-through gradients) is the objective's
-    return infer_code(self._params(), flatten(x), self.activation, self.k)
+    return infer_code(self._params(), flatten(x), self.activation, self.k, apply_b_dec_to_input=not self.transcoder)
 
   def decode(self, z, train: bool = False):
-    """z (B, m) -> x_hat (B, *data_shape)."""
+    """z (B, m) -> x_hat (B, *data_shape), or (B, *target_shape) for a transcoder (without the skip term)."""
     del train
-    return decode(self._params(), z).reshape(z.shape[0], *self.data_shape)
+    return decode(self._params(), z).reshape(z.shape[0], *self.output_shape)
+
+  def skip(self, x):
+    """A skip transcoder's x @ W_skip (B, *target_shape) for inputs x (B, *data_shape); zeros without one."""
+    if not self.skip_connection:
+      return jnp.zeros((x.shape[0], *self.output_shape), jnp.float32)
+    return skip_term(self._params(), flatten(x)).reshape(x.shape[0], *self.output_shape)
 
   def __call__(self, x, train: bool = False):
-    return self.decode(self.encode(x))
+    return self.decode(self.encode(x)) + self.skip(x)
 
 
 def flatten(x):
   return x.reshape(x.shape[0], -1)
 
 
-def pre_activation(p: dict, x):
-  """pi = (x - b_dec) @ W_enc + b_enc: (B, D) -> (B, m) float32."""
-  return (x - p["b_dec"]) @ p["W_enc"] + p["b_enc"]
+def pre_activation(p: dict, x, apply_b_dec_to_input: bool = True):
+  """pi = (x - b_dec) @ W_enc + b_enc: (B, D) -> (B, m) float32; pi = x @ W_enc + b_enc when not
+  `apply_b_dec_to_input` (a transcoder, whose b_dec is in the output space; SAELens's name)."""
+  return ((x - p["b_dec"]) if apply_b_dec_to_input else x) @ p["W_enc"] + p["b_enc"]
 
 
 def decode(p: dict, z):
@@ -134,12 +166,19 @@ def decode_sparse(p: dict, values, idx):
   return jnp.einsum("bk,bkd->bd", values, jnp.take(p["W_dec"], idx, axis=0)) + p["b_dec"]
 
 
+def skip_term(p: dict, x):
+  """x @ W_skip: (B, D_in) -> (B, D_out), the linear skip path of a skip transcoder, y_hat = z W_dec + b_dec +
+  x W_skip with W_skip zero at init (Paulo et al. 2025, "Transcoders beat sparse autoencoders for
+  interpretability"; SAELens's SkipTranscoder stores W_skip transposed, (D_out, D_in))."""
+  return x @ p["W_skip"]
+
+
 def decoder_norms(p: dict):
   """||W_dec,i||_2 of each dictionary row, (m,)."""
   return jnp.linalg.norm(p["W_dec"], axis=1)
 
 
-def infer_code(p: dict, x, activation: str, k: int):
+def infer_code(p: dict, x, activation: str, k: int, apply_b_dec_to_input: bool = True):
   """The code at inference, z (B, m) for x (B, D):
 
   relu       ReLU(pi)
@@ -148,13 +187,15 @@ def infer_code(p: dict, x, activation: str, k: int):
              batch-dependent selection (Bussmann et al. 2024, "BatchTopK Sparse Autoencoders", sec. 3)
   jumprelu   pi * H(pi - theta), theta = exp(log_threshold) (Rajamanoharan et al. 2024, "Jumping Ahead",
              sec. 3: JumpReLU_theta(z) = z H(z - theta))
-  other      the registered architecture's `infer_code` (jaxae/sae_archs/)
+  other      the registered architecture's `infer_code` (jaxae/sae_archs/; SAEs only, not transcoders)
+
+  A transcoder's pre-activations omit b_dec (`pre_activation`, apply_b_dec_to_input=False).
   Raises ValueError for an activation that is none of `activations()`.
   """
   arch = _architecture(activation)
   if arch is not None:
     return arch.infer_code(p, x, k)
-  pi = pre_activation(p, x)
+  pi = pre_activation(p, x, apply_b_dec_to_input)
   if activation == "relu":
     return jax.nn.relu(pi)
   if activation == "topk":

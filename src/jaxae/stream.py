@@ -41,6 +41,7 @@ from typing import Callable, Iterable
 import jax
 import numpy as np
 
+from jaxae import data as data_lib
 from jaxae import sharding, train
 
 AUTO_FRACTION = 0.25
@@ -49,8 +50,15 @@ BLOCK_BYTES = 16 << 20  # inputs per block (all of this process's members); two 
 PREFETCH = 2
 
 
+def _each(f: Callable, x):
+  """f of each array of stored inputs: one array, or the {'x', 'target'} dict of `data.inputs` (paired rows)."""
+  return {k: f(v) for k, v in x.items()} if isinstance(x, dict) else f(x)
+
+
 def nbytes(x) -> int:
-  """Bytes of an input array as stored (numpy or LazyArray), without reading it."""
+  """Bytes of inputs as stored (numpy or LazyArray, or a `data.inputs` dict of them), without reading them."""
+  if isinstance(x, dict):
+    return sum(nbytes(v) for v in x.values())
   return int(np.prod(x.shape, dtype=np.int64)) * np.dtype(x.dtype).itemsize
 
 
@@ -67,7 +75,8 @@ def should_stream(data_config, data) -> bool:
   """`data.stream`: 'true' / 'false', or 'auto' (see the module docstring for the threshold)."""
   if data_config.stream != "auto":
     return data_config.stream == "true"
-  return nbytes(data.train.x) + nbytes(data.eval.x) > AUTO_FRACTION * device_memory_bytes()
+  stored = nbytes(data_lib.inputs(data.train)) + nbytes(data_lib.inputs(data.eval))
+  return stored > AUTO_FRACTION * device_memory_bytes()
 
 
 def block_steps(chunk: int, members: int, batch: int, row_bytes: int, budget: int | None = None) -> int:
@@ -158,6 +167,8 @@ class Prefetcher:
 
 
 def _row_bytes(x) -> int:
+  if isinstance(x, dict):
+    return sum(_row_bytes(v) for v in x.values())
   return int(np.prod(x.shape[1:], dtype=np.int64)) * np.dtype(x.dtype).itemsize
 
 
@@ -180,7 +191,8 @@ def _put(host: Callable, shape: tuple, dtype, where) -> jax.Array:
 
 
 def _member_rows(x, y, order: np.ndarray, start: int, steps: int):
-  """host(members) -> (inputs (m, S*B, ...), labels (m, S*B)) for steps start:start+steps of `order`."""
+  """host(members) -> (inputs (m, S*B, ...), labels (m, S*B)) for steps start:start+steps of `order`.
+  x: one stored array (a dict of inputs and targets is gathered array by array, `_each`)."""
 
   def rows(members: slice):
     idx = order[members, start:start + steps].reshape(-1)
@@ -199,7 +211,8 @@ def _member_rows(x, y, order: np.ndarray, start: int, steps: int):
 
 
 def run_epoch(program: train.Program, state: train.TrainState, x, y, stop: Callable[[], bool] = lambda: False):
-  """`train.run_epoch` on host data: x (N, ...) numpy or LazyArray, y (N,) int32. Returns (state, finished).
+  """`train.run_epoch` on host data: x (N, ...) numpy or LazyArray (or a `data.inputs` dict of them, inputs and
+  targets), y (N,) int32. Returns (state, finished).
 
   Trains from the state's position to the end of its epoch, in blocks of at most S steps
   (`block_steps`, `blocks`), asking `stop()` after every `program.chunk` steps as train.run_epoch does.
@@ -214,9 +227,14 @@ def run_epoch(program: train.Program, state: train.TrainState, x, y, stop: Calla
 
   def produce(block):
     start, n = block
-    inputs, labels = _member_rows(x, y, order, start, n)
     shape = (members, n * batch)
-    return (_put(inputs, (*shape, *x.shape[1:]), x.dtype, where), _put(labels, shape, np.int32, where))
+
+    def put(a):  # the same rows of every stored array (inputs, targets): pairs stay paired
+      inputs, _ = _member_rows(a, y, order, start, n)
+      return _put(inputs, (*shape, *a.shape[1:]), a.dtype, where)
+
+    labels = _member_rows(x if not isinstance(x, dict) else x["x"], y, order, start, n)[1]
+    return _each(put, x), _put(labels, shape, np.int32, where)
 
   with Prefetcher(blocks(offset, spe, chunk, steps), produce) as prefetched:
     for (start, n), (xb, yb) in prefetched:
@@ -233,7 +251,7 @@ def run_epoch(program: train.Program, state: train.TrainState, x, y, stop: Calla
 def evaluate(program: train.Program, state: train.TrainState, x, y) -> dict:
   """`program.evaluate(state, x, y)` on host data, read in blocks of evaluation batches: {metric: (M, ...)}."""
   map_large_allocations()
-  n = len(x)
+  n = train.num_rows(x)
   bs = min(program.config.train.eval_batch_size, n)
   full = n // bs
   per_block = max(1, min(full, BLOCK_BYTES // max(1, bs * _row_bytes(x))))
@@ -244,7 +262,8 @@ def evaluate(program: train.Program, state: train.TrainState, x, y) -> dict:
   def produce(block):
     k0, k = block
     lo, hi = k0 * bs, (k0 + k) * bs
-    xs = _put(lambda _: np.asarray(x[lo:hi]).reshape(k, bs, *x.shape[1:]), (k, bs, *x.shape[1:]), x.dtype, everywhere)
+    xs = _each(lambda a: _put(lambda _: np.asarray(a[lo:hi]).reshape(k, bs, *a.shape[1:]), (k, bs, *a.shape[1:]),
+                              a.dtype, everywhere), x)
     return xs, _put(lambda _: y[lo:hi].reshape(k, bs), (k, bs), np.int32, everywhere)
 
   parts = []
@@ -255,6 +274,6 @@ def evaluate(program: train.Program, state: train.TrainState, x, y) -> dict:
   last = None
   if n % bs:
     rest = (n - full * bs,)
-    xr = _put(lambda _: np.asarray(x[full * bs:]), rest + tuple(x.shape[1:]), x.dtype, everywhere)
+    xr = _each(lambda a: _put(lambda _: np.asarray(a[full * bs:]), rest + tuple(a.shape[1:]), a.dtype, everywhere), x)
     last = sharding.to_host(program.eval_last(state, xr, _put(lambda _: y[full * bs:], rest, np.int32, everywhere)))
   return program.eval_total(per_batch, last, bs, n)

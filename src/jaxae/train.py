@@ -106,7 +106,9 @@ class Program:
   """The compiled pieces of one group and what they were built from: made once per (config, data shape).
 
   `init_state()` / `abstract_state()` give the members' initial TrainState (or its shapes, the
-  checkpoint restore target); the callables take and return states with a leading member axis.
+  checkpoint restore target); the callables take and return states with a leading member axis. Their
+  stored inputs x are an array (N, ...), or with data.target_source the pytree `data.inputs(split)`
+  ({'x', 'target'}, gathered row by row together).
   """
 
   config: Any
@@ -144,13 +146,17 @@ class Program:
     return jax.eval_shape(lambda: self.net.init(jax.random.key(0), jnp.zeros((1, *self.net.data_shape))))
 
 
-def build_net(config, data_shape, normalizer=None) -> models.Net:
+def build_net(config, data_shape, normalizer=None, target=None) -> models.Net:
   """The network of `config` for inputs of `data_shape`, with the latent layers and heads its variant needs.
 
-  normalizer: the data.Normalizer fitted on the training split (None: inputs are only cast to float).
+  normalizer: the data.Normalizer fitted on the training split (None: inputs are only cast to float);
+  target: the data.Target the network reconstructs instead of its input (data.target_source), or None.
   Raises models.NetworkError when the data do not fit the network.
   """
   variant = configs.variant_of(config)
+  if target is not None:  # configs.validate refuses a target for variants without `targets`
+    net = variant.network(config, tuple(data_shape), tuple(target.shape))
+    return dataclasses.replace(net, normalizer=normalizer, target=target)
   if variant.network is not None:
     return dataclasses.replace(variant.network(config, tuple(data_shape)), normalizer=normalizer)
   return models.build(config.model, data_shape, gaussian=variant.encoder == "gaussian", heads=variant.heads(config),
@@ -159,7 +165,7 @@ def build_net(config, data_shape, normalizer=None) -> models.Net:
 
 def build(group, data_shape, num_train: int, mesh=None, member_loop: str | None = None,
           xla_options: dict | None = None, net: models.Net | None = None, normalizer=None,
-          train_x=None) -> Program:
+          train_x=None, target=None) -> Program:
   """Builds the program of a sweep group (or of a config without static sweep keys) for the data.
 
   group: a sweep.Group, or a config (its only group is used); data_shape: one input's shape;
@@ -167,14 +173,16 @@ def build(group, data_shape, num_train: int, mesh=None, member_loop: str | None 
   member_loop: 'vmap' | 'map' (default: resolve_member_loop); xla_options: XLA compiler options of
   train_chunk / evaluate (None = compiler_options(config)); net: a network to use instead of
   build_net's (benchmarks compare implementations); normalizer: the fitted data.Normalizer of the
-  inputs; train_x: the training inputs as stored, for a variant's `data_init` (None: skipped).
+  inputs; train_x: the training inputs as stored (`data.inputs(split)`: with targets, {'x', 'target'}), for a
+  variant's `data_init` (None: skipped); target: the data.Target of data.target_source, or None.
+  With a target, the programs' stored inputs x_all are `data.inputs(split)` pytrees ({'x', 'target'}).
   Raises ValueError for a batch or steps_per_call that does not fit the data, models.NetworkError
   for a network that does not fit.
   """
   if not isinstance(group, sweep.Group):
     group = sweep.groups(group)[0]
   config = group.config
-  net = net or build_net(config, data_shape, normalizer)
+  net = net or build_net(config, data_shape, normalizer, target)
   member_loop = member_loop or resolve_member_loop(config, mesh.size if mesh is not None else 1)
   variant = configs.variant_of(config)
   data_init = variant.data_init(config, net, train_x) if variant.data_init and train_x is not None else None
@@ -196,22 +204,28 @@ def reported(metrics: dict) -> dict:
 
 def train_step(state: TrainState, x_all, y_all, idx, *, loss_fn: Callable, prepare: Callable = data_lib.to_float,
                transform_grads: Callable | None = None, constrain: Callable | None = None,
-               update_params: Callable | None = None, num_train: int = 0, binarize: bool = False) -> TrainState:
+               update_params: Callable | None = None, num_train: int = 0, binarize: bool = False,
+               prepare_target: Callable | None = None) -> TrainState:
   """One optimizer step of one member on the batch `idx` of the (device-resident) training data.
 
-  x_all (N, *data_shape) as stored (uint8 or float), y_all (N,) int32, idx (B,) int32; `prepare`
-  makes the network's float32 inputs (models.Net.prepare). The loss's metrics are added to
+  x_all (N, *data_shape) as stored (uint8 or float), or {'x': inputs, 'target': targets} with
+  data.target_source (the rows idx of both, so they stay paired); y_all (N,) int32, idx (B,) int32;
+  `prepare` makes the network's float32 inputs (models.Net.prepare), `prepare_target` its targets
+  (batch['target'], models.Net.prepare_target). The loss's metrics are added to
   `state.metric_sums`; a variant's running state comes back as metrics['_aux'].
   `transform_grads(params, grads)`, `constrain(params)` and `update_params(params, aux)` are the
   variant's optional hooks. The batch also holds the member's step (schedules) and `num_train`, the
   training-set size N (estimators of the aggregate posterior q(z), e.g. beta-TCVAE's). `binarize`: the
   inputs are drawn as Bernoulli(intensity) pixels, anew at every step (data.binarize='dynamic').
   """
-  x = prepare(x_all[idx])
+  rows = jax.tree.map(lambda a: a[idx], x_all)
+  x = prepare(rows["x"] if isinstance(rows, dict) else rows)
   if binarize:
     key = jax.random.fold_in(step_key(state), data_lib.BINARIZE_SALT)
     x = jax.random.bernoulli(key, x).astype(x.dtype)
   batch = {"x": x, "y": y_all[idx], "step": state.step, "num_train": num_train}
+  if isinstance(rows, dict):
+    batch["target"] = prepare_target(rows["target"])
   if state.aux is not None:
     batch["aux"] = state.aux
   grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, state.hparams, batch, step_key(state), True)
@@ -249,7 +263,8 @@ def make_program(config, net: models.Net, num_train: int, member_loop: str = "vm
   step = functools.partial(train_step, loss_fn=loss_fn, prepare=net.prepare, constrain=constrain,
                            transform_grads=variant.transform_grads(config) if variant.transform_grads else None,
                            update_params=variant.update_params(config) if variant.update_params else None,
-                           num_train=num_train, binarize=config.data.binarize == "dynamic")
+                           num_train=num_train, binarize=config.data.binarize == "dynamic",
+                           prepare_target=net.prepare_target if net.target is not None else None)
   finalize = variant.finalize or (lambda m: m)
   tx = optim.make_optimizer(config, spe, variant.adversary)
   sample = jnp.zeros((1, *net.data_shape), jnp.float32)
@@ -263,7 +278,8 @@ def make_program(config, net: models.Net, num_train: int, member_loop: str = "vm
     opt_state = optim.set_hyperparams(tx.init(params), hp["learning_rate"], hp["weight_decay"], hp.get("decay_fraction"))
     aux = variant.init_aux(config, net, net.data_shape) if variant.init_aux else None
     batch1 = {"x": sample, "y": jnp.zeros((1,), jnp.int32), "step": jnp.zeros([], jnp.int32), "num_train": num_train,
-              **({"aux": aux} if aux is not None else {})}
+              **({"aux": aux} if aux is not None else {}),
+              **({"target": jnp.zeros((1, *net.target.shape), jnp.float32)} if net.target is not None else {})}
     metric_shapes = jax.eval_shape(lambda: reported(loss_fn(params, hp, batch1, key, True)[1]))
     sums = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes)
     return TrainState(step=jnp.zeros([], jnp.int32), apply_fn=net.module.apply, params=params, tx=tx,
@@ -288,6 +304,9 @@ def make_program(config, net: models.Net, num_train: int, member_loop: str = "vm
   def batch_metrics(state, x, y):
     key = jax.random.fold_in(state.rng, 3)
     aux = {} if state.aux is None else {"aux": state.aux}
+    if isinstance(x, dict):  # paired targets (data.target_source)
+      aux["target"] = net.prepare_target(x["target"])
+      x = x["x"]
     batch = {"x": net.prepare(x), "y": y, "step": state.step, "num_train": num_train, **aux}
     return reported(loss_fn(state.params, state.hparams, batch, key, False)[1])
 
@@ -300,13 +319,14 @@ def make_program(config, net: models.Net, num_train: int, member_loop: str = "vm
   def eval_member(state, x_all, y_all):
     # (per-batch metrics (full, ...), the smaller last batch's or None); eval_total reduces them, a
     # separate program that streamed evaluation (stream.evaluate) shares, so both give the same bits.
-    n = x_all.shape[0]
+    n = num_rows(x_all)
     bs = min(eval_bs, n)
     full, rest = divmod(n, bs)
-    xs = x_all[: full * bs].reshape(full, bs, *x_all.shape[1:])
+    xs = jax.tree.map(lambda a: a[: full * bs].reshape(full, bs, *a.shape[1:]), x_all)
     ys = y_all[: full * bs].reshape(full, bs)
     per_batch = jax.lax.map(lambda xy: batch_metrics(state, *xy), (xs, ys))
-    return per_batch, batch_metrics(state, x_all[full * bs:], y_all[full * bs:]) if rest else None
+    last = jax.tree.map(lambda a: a[full * bs:], x_all)
+    return per_batch, batch_metrics(state, last, y_all[full * bs:]) if rest else None
 
   def batches_member(state, xs, ys):
     return jax.lax.map(lambda xy: batch_metrics(state, *xy), (xs, ys))
@@ -329,7 +349,7 @@ def make_program(config, net: models.Net, num_train: int, member_loop: str = "vm
   eval_total = jax.jit(total_all, static_argnums=(2, 3), compiler_options=xla_options)
 
   def evaluate(state, x_all, y_all):
-    n = x_all.shape[0]
+    n = num_rows(x_all)
     return eval_total(*eval_parts(state, x_all, y_all), min(eval_bs, n), n)
 
   return dict(
@@ -344,6 +364,11 @@ def make_program(config, net: models.Net, num_train: int, member_loop: str = "vm
       steps_per_epoch=spe,
       chunk=chunk,
   )
+
+
+def num_rows(x_all) -> int:
+  """N of stored inputs: an array (N, ...) or a `data.inputs` pytree of arrays with N rows each."""
+  return int(jax.tree.leaves(x_all)[0].shape[0])
 
 
 def global_step(state: TrainState) -> int:

@@ -31,22 +31,27 @@ class Split:
   factors: (N, F) int32 indices of the ground-truth factors of variation of each example (`dsprites`),
     or None: what the disentanglement metrics of `jaxae.evaluate` score codes against.
   factor_names: the F factors' names, () without factors.
+  target: (N, *target_shape) what each input is reconstructed into instead of itself (`data.target_source`:
+    a transcoder's target, e.g. an MLP's output for its input activations), row i paired with x[i]; a numpy
+    array or a LazyArray, as x. None for autoencoders.
   """
   x: Any
   labels: np.ndarray | None = None
   name: str = "data"
   factors: np.ndarray | None = None
   factor_names: tuple[str, ...] = ()
+  target: Any = None
 
   def __len__(self) -> int:
     return len(self.x)
 
   def take(self, index) -> Split:
-    """The rows `index` (1-D integers) in that order, with their labels and factors; a LazyArray stays lazy
-    (nothing is read)."""
-    x = self.x[index] if isinstance(self.x, np.ndarray) else self.x.select(index)
+    """The rows `index` (1-D integers) in that order, with their labels, factors and targets; a LazyArray
+    stays lazy (nothing is read)."""
+    rows = lambda a: a[index] if isinstance(a, np.ndarray) else a.select(index)
     pick = lambda a: None if a is None else a[index]
-    return dataclasses.replace(self, x=x, labels=pick(self.labels), factors=pick(self.factors))
+    target = None if self.target is None else rows(self.target)
+    return dataclasses.replace(self, x=rows(self.x), labels=pick(self.labels), factors=pick(self.factors), target=target)
 
 
 def has_labels(split: Split) -> bool:

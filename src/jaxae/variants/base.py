@@ -17,7 +17,9 @@ is one member's (one seed, one sweep setting) differentiable loss on one batch:
   batch    {'x': float32 (B, *data_shape), 'y': int32 (B,) labels (zeros when the data have none),
            'step': int32 scalar, the member's optimizer steps so far (schedules: C(t), warm-ups),
            'num_train': Python int, the training-set size N (estimators of q(z) over the data set)};
-           variants with running state (`init_aux`) also find it read-only under 'aux'
+           variants with running state (`init_aux`) also find it read-only under 'aux'; with
+           data.target_source (variants with `targets`), 'target' float32 (B, *target_shape) holds what
+           each input is reconstructed into, its row of the target source, scaled by its own normalizer
   key      a typed PRNG key, a pure function of (seed, step): corruption, sampling, dropout
   train    Python bool; False at evaluation (clean inputs, no dropout)
 and returns a float32 scalar loss and {metric name: float32 scalar}. Every objective reports `loss` and
@@ -94,6 +96,10 @@ class Variant:
   headline     the held-out metric that progress lines, figures and reports lead with
   description  one line for listings
   network      optional (config, data_shape) -> models.Net replacing the built-in network
+  targets      whether the variant can reconstruct a target other than its input (data.target_source,
+               e.g. a transcoder: an MLP's output from its input); its `network` is then called as
+               network(config, data_shape, target_shape) and its loss finds batch['target']. Configs
+               with a target source and a variant without `targets` are refused (configs.validate)
   transform_grads optional config -> (params, grads) -> grads, applied before the optimizer
   constrain    optional config -> params -> params, applied after every update (e.g. unit-norm rows)
   init_aux     optional (config, net, data_shape) -> pytree: running state carried in the TrainState
@@ -132,7 +138,8 @@ class Variant:
   make_code: Callable[[Any, Any], Callable] | None = None
   headline: str = "recon_mse"
   description: str = ""
-  network: Callable[[Any, tuple], Any] | None = None
+  network: Callable[..., Any] | None = None
+  targets: bool = False
   transform_grads: Callable[[Any], Callable] | None = None
   constrain: Callable[[Any], Callable] | None = None
   init_aux: Callable[[Any, Any, tuple], Any] | None = None
@@ -148,6 +155,8 @@ class Variant:
       raise ValueError(f"variant {self.name!r}: encoder={self.encoder!r} must be 'code' or 'gaussian'")
     if self.latent_model is not None and self.encoder != "gaussian":
       raise ValueError(f"variant {self.name!r}: a latent_model needs encoder='gaussian' (its q(z|x) is the proposal)")
+    if self.targets and self.network is None:
+      raise ValueError(f"variant {self.name!r}: targets=True needs a `network` that takes the target's shape")
     if self.adversary is not None and not self.adversary.heads:
       raise ValueError(f"variant {self.name!r}: an adversary names at least one of its heads")
     missing = [k for k in self.hparams.values() if k not in self.options]

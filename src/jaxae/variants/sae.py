@@ -31,6 +31,11 @@ gradient component parallel to each row before it (Bricken et al. 2023; Gao et a
 starts at the geometric median (or mean) of up to `sae.init_sample` training inputs (Bricken et al. 2023).
 Inputs are usually scaled by `data.normalize='unit_mean_square'` (E||x||^2 = D, stored with the run).
 
+Transcoders (`data.target_source`, see `jaxae.transcoder`): the code of input x (D_in) reconstructs a
+paired target t (D_out) instead of x, ||t - t_hat||^2 in place of ||x - x_hat||^2 for every activation
+(Dunefsky et al. 2024, "Transcoders find interpretable LLM feature circuits"); `sae.skip_connection=True`
+adds x @ W_skip to t_hat (skip transcoders, Paulo et al. 2025). Every metric below is then against t.
+
 Metrics, per member, on training batches (mean over the epoch's steps) and held-out data:
   l0                  mean number of nonzero latents per example
   fvu                 fraction of variance unexplained, sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 with the
@@ -66,18 +71,21 @@ def width(config, data_shape) -> int:
   return int(config.model.expansion) * math.prod(data_shape)
 
 
-def k_aux(config, data_shape) -> int:
-  """sae.k_aux, or D // 2 when 0 (the heuristic SAELens takes from Gao et al. 2024, appendix B.1), at most m."""
-  d = math.prod(data_shape)
+def k_aux(config, data_shape, output_shape=None) -> int:
+  """sae.k_aux, or D // 2 when 0 (the heuristic SAELens takes from Gao et al. 2024, appendix B.1; D the
+  reconstruction's features, `output_shape`, D_out for a transcoder), at most m."""
+  d = math.prod(data_shape if output_shape is None else output_shape)
   return min(config.sae.k_aux or max(d // 2, 1), width(config, data_shape))
 
 
-def network(config, data_shape) -> models.Net:
+def network(config, data_shape, target_shape=None) -> models.Net:
+  """The SAE for inputs of `data_shape`; a transcoder into targets of `target_shape` when given."""
   s = config.sae
   module = sae.SparseAutoencoder(
       data_shape=tuple(data_shape), width=width(config, data_shape), activation=s.activation, k=int(s.k),
       decoder_init_norm=1.0 if s.decoder_norm == "unit" else float(s.decoder_init_norm),
-      jumprelu_init_threshold=float(s.jumprelu_init_threshold))
+      jumprelu_init_threshold=float(s.jumprelu_init_threshold),
+      target_shape=None if target_shape is None else tuple(target_shape), skip_connection=bool(s.skip_connection))
   return models.Net(module, tuple(data_shape), output="identity")
 
 
@@ -95,16 +103,18 @@ def make_loss(config, net):
   s = config.sae
   act, k, window = s.activation, int(s.k), int(s.dead_window)
   k_start = int(s.k_start) if int(s.k_start) > k else 0  # k annealing (jaxae/sae_schedules.py); 0: off
-  n_aux = k_aux(config, net.data_shape)
-  d = math.prod(net.data_shape)
+  transcoder = net.target is not None
+  n_aux = k_aux(config, net.data_shape, net.output_shape)
+  d = math.prod(net.output_shape)
   arch = sae_archs.get(act)
   terms = arch.make_terms(config, width(config, net.data_shape)) if arch is not None else None
 
   def loss_fn(params, hp, batch, key, train):
     p = params["params"]
     x = sae.flatten(batch["x"])
+    ref = sae.flatten(batch["target"]) if transcoder else x  # what x_hat reconstructs (a transcoder: its target)
     aux = batch["aux"]
-    pi = sae.pre_activation(p, x) if terms is None else None
+    pi = sae.pre_activation(p, x, apply_b_dec_to_input=not transcoder) if terms is None else None
     metrics, penalty, min_positive = {}, 0.0, None
     # Schedules (absent keys: none): the sparsity coefficient's warm-up, k annealing in training.
     step = batch.get("step", 0)
@@ -131,7 +141,7 @@ def make_loss(config, net):
         z, min_positive = (sae.batch_topk(pi, k) if k_now is None else
                            sae_schedules.batch_topk_annealed(pi, k_start, k_now))
       else:
-        z = sae.infer_code(p, x, act, k)
+        z = sae.infer_code(p, x, act, k, apply_b_dec_to_input=not transcoder)
       metrics["threshold"] = p["threshold"]
     elif act == "jumprelu":
       theta = jnp.exp(p["log_threshold"])
@@ -150,7 +160,9 @@ def make_loss(config, net):
       x_hat = sae.decode(p, z)
       active = z > 0
       fired = jnp.any(active, axis=0)
-    err = x - x_hat
+    if s.skip_connection:
+      x_hat = x_hat + sae.skip_term(p, x)
+    err = ref - x_hat
     sq_error = jnp.mean(jnp.sum(jnp.square(err), axis=-1))
     loss = sq_error + penalty
     if _has_auxk(act) and train:
@@ -167,13 +179,13 @@ def make_loss(config, net):
     # sum of squares for any constant c; c = the first training batch's mean (or b_dec before training)
     # keeps the subtraction well conditioned when the data's mean is far from 0.
     first = aux["seen"] == 0
-    center = jnp.where(first, jnp.mean(x, axis=0) if train else p["b_dec"], aux["center"])
+    center = jnp.where(first, jnp.mean(ref, axis=0) if train else p["b_dec"], aux["center"])
     center = jax.lax.stop_gradient(center)
-    xc = x - center
+    xc = ref - center
     metrics.update(
         loss=loss, sq_error=sq_error, recon_mse=sq_error / d,
         l0=jnp.mean(jnp.sum(active, axis=-1).astype(jnp.float32)),
-        cosine_similarity=jnp.mean(_cosine(x, x_hat)),
+        cosine_similarity=jnp.mean(_cosine(ref, x_hat)),
         stat_centered_sum=jnp.mean(xc, axis=0), stat_centered_sq=jnp.mean(jnp.sum(jnp.square(xc), axis=-1)))
     if train:
       since = jnp.where(fired, 0, jnp.minimum(aux["since_fired"] + x.shape[0], max(window, 1)))
@@ -211,9 +223,10 @@ def finalize(metrics: dict) -> dict:
 
 def init_aux(config, net, data_shape) -> dict:
   """since_fired (m,) int32: training examples since each latent last fired; seen: examples trained on;
-  center (D,): the constant of the FVU statistics; threshold: BatchTopK's estimate (-1 = none yet)."""
+  center (D,) (D_out for a transcoder): the constant of the FVU statistics; threshold: BatchTopK's estimate
+  (-1 = none yet)."""
   aux = {"since_fired": jnp.zeros((width(config, data_shape),), jnp.int32), "seen": jnp.zeros((), jnp.int32),
-         "center": jnp.zeros((math.prod(data_shape),), jnp.float32)}
+         "center": jnp.zeros((math.prod(net.output_shape),), jnp.float32)}
   if _estimates_threshold(config.sae.activation):
     aux["threshold"] = -jnp.ones((), jnp.float32)
   return aux
@@ -265,11 +278,16 @@ def init_sample(config, x) -> np.ndarray:
 
 
 def data_init(config, net, x):
-  """b_dec = the geometric median (or mean) of a training sample, as the network sees it (normalized)."""
+  """b_dec = the geometric median (or mean) of a training sample, as the network sees it (normalized); for a
+  transcoder (x = {'x', 'target'}, `data.inputs`), of the sample's targets, the space b_dec lives in."""
   kind = config.sae.b_dec_init
   if kind == "zeros":
     return None
-  sample = np.asarray(net.prepare(init_sample(config, x)), np.float64).reshape(-1, math.prod(net.data_shape))
+  if isinstance(x, dict):
+    sample = np.asarray(net.prepare_target(init_sample(config, x["target"])), np.float64)
+  else:
+    sample = np.asarray(net.prepare(init_sample(config, x)), np.float64)
+  sample = sample.reshape(len(sample), math.prod(net.output_shape))
   b_dec = (sae.geometric_median(sample) if kind == "geometric_median" else sample.mean(axis=0)).astype(np.float32)
 
   def init(params):
@@ -308,6 +326,14 @@ def validate(config) -> None:
       raise validation.ConfigError(str(e)) from None
   for arch in sae_archs.ARCHITECTURES.values():
     arch.validate(config)
+  if not isinstance(s.skip_connection, bool):
+    raise validation.ConfigError(f"sae.skip_connection={s.skip_connection!r} must be True or False")
+  if s.skip_connection and not config.data.get("target_source", ""):
+    raise validation.ConfigError("sae.skip_connection=True is a skip transcoder's: it needs data.target_source "
+                                 "(the targets the inputs are mapped to)")
+  if config.data.get("target_source", "") and sae_archs.get(s.activation) is not None:
+    raise validation.ConfigError(f"sae.activation={s.activation!r} is an SAE architecture; transcoders "
+                                 f"(data.target_source) take 'relu', 'topk', 'batchtopk' or 'jumprelu'")
   _validate_schedules(config)
 
 
@@ -348,7 +374,7 @@ def check_data(config, data) -> None:
 VARIANT = base.register(base.Variant(
     name="sae", make_loss=make_loss, network=network, validate=validate, check_data=check_data,
     transform_grads=transform_grads, constrain=constrain, init_aux=init_aux, finalize=finalize,
-    data_init=data_init, update_params=update_params, headline="fvu",
+    data_init=data_init, update_params=update_params, headline="fvu", targets=True,
     hparams={"l1_coefficient": "sae.l1_coefficient", "l0_coefficient": "sae.l0_coefficient",
              "auxk_coefficient": "sae.auxk_coefficient", "jumprelu_bandwidth": "sae.jumprelu_bandwidth",
              "sparsity_warmup_steps": "sae.sparsity_warmup_steps", "k_anneal_steps": "sae.k_anneal_steps"},
@@ -360,6 +386,6 @@ VARIANT = base.register(base.Variant(
              "sae.k_start": 0, "sae.k_anneal_steps": 0,
              # where the SAE goes in a model, written into the SAELens export (jaxae.export; '' / 0 = unset)
              "sae.hook_name": "", "sae.model_name": "", "sae.dataset_path": "", "sae.context_size": 0,
-             "sae.prepend_bos": True, **sae_archs.options()},
+             "sae.prepend_bos": True, "sae.skip_connection": False, **sae_archs.options()},
     description="sparse autoencoder for interpretability: relu+L1, topk+AuxK, batchtopk, jumprelu, gated, "
-                "matryoshka_batchtopk"))
+                "matryoshka_batchtopk; transcoders"))
