@@ -102,6 +102,9 @@ def ensure_trained(config, workdir: str, reuse_only: bool = False) -> dict:
     raise FileNotFoundError(f"{workdir} holds no finished run of this config (train it without --runs)")
   t0 = time.perf_counter()
   summary = jaxae.train_and_evaluate(config, workdir, fresh=fresh)
+  stopped = [s for s in [summary, *summary.get("groups", {}).values()] if isinstance(s, dict) and "interrupted" in s]
+  if stopped:  # a SIGINT/SIGTERM stopped training (checkpoint saved): stop the study too, not go on to the next run
+    raise SystemExit(f"{workdir}: training stopped by {stopped[0]['interrupted']}; the same command resumes the study")
   with open(os.path.join(workdir, "train_seconds.json"), "w") as f:
     json.dump({"seconds": time.perf_counter() - t0}, f)
   return summary

@@ -376,3 +376,22 @@ def test_iwae_table(tmp_path, mnist_test_dir):
     held = json.load(open(tmp_path / "runs" / row / "summary.json"))["settings"][0]["eval"]["loss"]["per_seed"]
     assert np.all(np.asarray(r["nll_per_seed"]) <= np.asarray(held) + 1.0)  # -log p(x) <= -bound (+ MC noise)
   assert set(json.load(open(tmp_path / "history.json"))) == {"vae1", "iwae5"}
+
+
+def test_a_stopped_training_stops_the_study(tmp_path, monkeypatch):
+  """A SIGTERM during a study's run stops jaxae's training gracefully (checkpoint, summary 'interrupted');
+  the study must stop there too, not time the partial run and go on to the next one."""
+  from experiments import common
+  from jaxae import configs
+
+  calls = []
+
+  def stopped_run(config, workdir, fresh=False):
+    calls.append(workdir)
+    return {"interrupted": "SIGTERM", "step": 3, "epoch": 1}
+
+  monkeypatch.setattr(jaxae, "train_and_evaluate", stopped_run)
+  config = configs.with_values(common.load_config("vae"), {"train.epochs": 2})
+  with pytest.raises(SystemExit, match="stopped by SIGTERM"):
+    common.ensure_trained(config, str(tmp_path / "run"))
+  assert calls and not (tmp_path / "run" / "train_seconds.json").exists()
