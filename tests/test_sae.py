@@ -20,20 +20,21 @@ from jaxae.sources.base import Split
 from jaxae.variants import sae as sae_variant
 
 
-def sae_config(activation="topk", **values):
-  """configs/sae.py shrunk for tests; values are dotted keys with '__' for '.' (sae__k=4)."""
+def sae_config(activation="topk", num_seeds=2, expansion=4, batch_size=32, epochs=1, **values):
+  """configs/sae.py shrunk for tests (also test_sae_archs', test_sae_transcoder's); values are dotted keys
+  with '__' for '.' (sae__k=4), set last."""
   import importlib.util
 
   spec = importlib.util.spec_from_file_location("sae_cfg", ROOT / "configs" / "sae.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   config = module.get_config()
-  config.num_seeds = 2
+  config.num_seeds = num_seeds
   config.sae.activation = activation
   config.sae.k = 2
-  config.model.expansion = 4
-  config.train.batch_size = 32
-  config.train.epochs = 1
+  config.model.expansion = expansion
+  config.train.batch_size = batch_size
+  config.train.epochs = epochs
   config.train.progress = False
   config.train.figures = False
   for key, value in values.items():

@@ -13,7 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_main
+import test_sae
+from conftest import run_main
 from jaxae import analysis, configs, export, load, sae, sae_archs
 from jaxae import data as data_lib
 from jaxae.sae_archs import matryoshka
@@ -24,24 +25,8 @@ HP = {"l1_coefficient": np.float32(0.7), "l0_coefficient": np.float32(0.0), "aux
 
 
 def sae_config(activation, **values):
-  """configs/sae.py shrunk for tests; values are dotted keys with '__' for '.' (sae__k=4)."""
-  import importlib.util
-
-  spec = importlib.util.spec_from_file_location("sae_cfg", ROOT / "configs" / "sae.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
-  config.num_seeds = 2
-  config.sae.activation = activation
-  config.sae.k = 2
-  config.model.expansion = 2
-  config.train.progress = False
-  config.train.figures = False
-  for key, value in values.items():
-    section, leaf = key.split("__")
-    config[section][leaf] = value
-  configs.validate(config)
-  return config
+  """test_sae's config at configs/sae.py's batch size and epochs, m = 2 x D."""
+  return test_sae.sae_config(activation, expansion=2, batch_size=256, epochs=30, **values)
 
 
 def loss_of(config, d, p, x, train=True, since_fired=None):

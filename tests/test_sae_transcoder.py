@@ -5,14 +5,14 @@ holdout, subsets, shuffles and streaming, one-line errors, and the CLI from trai
 from __future__ import annotations
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_main
+import test_sae
+from conftest import run_main
 from jaxae import analysis, configs, evaluate, export, load, sae, stream, train
 from jaxae import data as data_lib
 from jaxae.sources.base import Split
@@ -36,29 +36,10 @@ def synthetic_pair(n: int, seed: int = 0):
 
 
 def transcoder_config(activation="relu", skip=False, **values):
-  """configs/sae.py shrunk for tests, as a transcoder (the target source is named, not read, here)."""
-  import importlib.util
-
-  spec = importlib.util.spec_from_file_location("sae_cfg", ROOT / "configs" / "sae.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
-  config.num_seeds = 1
-  config.data.target_source = "npy:t.npy"
-  config.sae.activation = activation
-  config.sae.skip_connection = skip
-  config.sae.k = 3
-  config.model.expansion = 2
-  config.train.batch_size = 32
-  config.train.eval_batch_size = 32
-  config.train.epochs = 1
-  config.train.progress = False
-  config.train.figures = False
-  for key, value in values.items():
-    section, leaf = key.split("__")
-    config[section][leaf] = value
-  configs.validate(config)
-  return config
+  """test_sae's config as a transcoder, one seed (the target source is named, not read, here)."""
+  values = {"sae__k": 3, "train__eval_batch_size": 32, "data__target_source": "npy:t.npy",
+            "sae__skip_connection": skip, **values}
+  return test_sae.sae_config(activation, num_seeds=1, expansion=2, **values)
 
 
 def np_transcoder(p, x, activation, k):

@@ -322,11 +322,15 @@ class Normalizer:
     x = to_float(x)
     if self.kind == "none":
       return x
+    self._check_fitted(x, "inputs")
+    return (x - self.offset) / self.scale
+
+  def _check_fitted(self, x, what: str) -> None:
     if self.offset is None:
       raise ValueError(f"Normalizer({self.kind!r}) is not fitted: call fit(split) first")
     if x.shape[-1] != len(self.offset):
-      raise DataError(f"inputs have {x.shape[-1]} features (last axis), the normalizer was fitted on {len(self.offset)} features")
-    return (x - self.offset) / self.scale
+      raise DataError(f"{what} have {x.shape[-1]} features (last axis), the normalizer was fitted on "
+                      f"{len(self.offset)} features")
 
   def inverse(self, x):
     """The inverse of `apply`: (..., F) normalized values (numpy or jax) -> `x * scale + offset`, float32.
@@ -339,10 +343,7 @@ class Normalizer:
     x = to_float(x)
     if self.kind == "none":
       return x
-    if self.offset is None:
-      raise ValueError(f"Normalizer({self.kind!r}) is not fitted: call fit(split) first")
-    if x.shape[-1] != len(self.offset):
-      raise DataError(f"values have {x.shape[-1]} features (last axis), the normalizer was fitted on {len(self.offset)} features")
+    self._check_fitted(x, "values")
     return x * self.scale + self.offset
 
   def to_json(self) -> str:
