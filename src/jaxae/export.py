@@ -340,8 +340,6 @@ def export_saelens(workdir: str, out: str | None = None, splice: dict | None = N
         density = (feature_density(counts, n), {"jaxae_density_source": density_sample or "training split",
                                                 "jaxae_density_examples": n})
       runs.append((group, run, meta, density))
-    if any(meta["hook_name"] is None for _, _, meta, _ in runs):
-      print(NO_HOOK_WARNING, file=sys.stderr)
     if default:
       files.make_dirs(os.path.join(workdir, "export"))
     written = []
@@ -375,6 +373,8 @@ def export_saelens(workdir: str, out: str | None = None, splice: dict | None = N
           _write(os.path.join(folder, "feature_density.npy"), lambda p: _write_npy(p, d))
         _write(os.path.join(folder, "cfg.json"), lambda p: _write_text(p, json.dumps(cfg, indent=1)))
         written.append(folder)
+  if any(meta["hook_name"] is None for _, _, meta, _ in runs):  # after writing: a failed export says one line
+    print(NO_HOOK_WARNING, file=sys.stderr)
   return written
 
 
