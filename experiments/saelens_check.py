@@ -166,7 +166,10 @@ def check(args) -> int:
     else:
       failures.append(f"{folder}: no feature_density.npy / sparsity.safetensors")
     hook = meta.hook_name
-    if hook and len(hook.split(".")) >= 2 and hook.split(".")[0] == "blocks" and hook.split(".")[1].isdigit():
+    if "transcoder" in sae.cfg.architecture():  # it reads one hook and writes another: no same-hook splice
+      print("  splice: not tried (a transcoder maps one hook's input to another hook's output; add_sae replaces the "
+            "activation at its own hook)")
+    elif hook and len(hook.split(".")) >= 2 and hook.split(".")[0] == "blocks" and hook.split(".")[1].isdigit():
       try:
         print(f"  {splice(SAE.load_from_disk(folder, device='cpu'), sae.cfg.d_in)}")  # fresh: hook_z sets d_head once
       except AssertionError as e:
