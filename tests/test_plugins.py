@@ -249,3 +249,13 @@ def test_readme_variant_example_runs_as_written(tmp_path):
   summary = json.loads((tmp_path / "run" / "summary.json").read_text())
   assert [e["setting"] for e in summary["settings"]] == [{"loss.my_rae_beta": 1e-4}, {"loss.my_rae_beta": 1e-2}]
   assert all("decoder_l2" in e["eval"] for e in summary["settings"])
+
+
+def test_variants_do_not_import_configs():
+  """configs imports the variant registry; the variants take their checks from jaxae.validation (below both),
+  so the two never import each other (issue 21)."""
+  pattern = re.compile(r"^\s*(from jaxae import .*\bconfigs\b|import jaxae\.configs|from jaxae\.configs import)", re.M)
+  assert pattern.search("from jaxae import configs, losses\n")  # the detector works
+  hits = [str(p.relative_to(ROOT)) for folder in ("variants", "sae_archs")
+          for p in (ROOT / "src" / "jaxae" / folder).glob("*.py") if pattern.search(p.read_text())]
+  assert hits == []

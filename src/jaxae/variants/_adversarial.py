@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxae import configs
+from jaxae import validation
 from jaxae.variants import base
 
 HEAD = "discriminator"
@@ -65,14 +65,14 @@ def validate(config) -> None:
   hidden = config.adversary.hidden
   if not isinstance(hidden, (tuple, list)) or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0
                                                       for w in hidden):
-    raise configs.ConfigError(f"adversary.hidden={hidden!r} must be a tuple of positive integers")
+    raise validation.ConfigError(f"adversary.hidden={hidden!r} must be a tuple of positive integers")
   lr = config.adversary.learning_rate
   if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-    raise configs.ConfigError(f"adversary.learning_rate={lr!r} must be a positive number")
+    raise validation.ConfigError(f"adversary.learning_rate={lr!r} must be a positive number")
   for key in ("b1", "b2"):
     b = config.adversary[key]
     if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b < 1:
-      raise configs.ConfigError(f"adversary.{key}={b!r} must be in [0, 1)")
+      raise validation.ConfigError(f"adversary.{key}={b!r} must be in [0, 1)")
 
 
 def permute_dims(key, z):

@@ -89,7 +89,7 @@ class Variant:
   encoder      'code' (the encoder outputs the latent) or 'gaussian' ((mean, log_variance))
   heads        config -> {name: flax module} on the latent (e.g. a classifier), built with the network
   needs_labels whether training needs labels (a run on unlabelled data is refused with one line)
-  validate     config -> None; raises validation.ConfigError (one line; configs.ConfigError is the same) for values this variant cannot use
+  validate     config -> None; raises validation.ConfigError (one line) for values this variant cannot use
   check_data   (config, data: data.Data) -> None; raises data.DataError for data it cannot use
   make_code    (config, net) -> (params, x) -> z: the deterministic code at inference (default: the
                encoder output, its mean for a Gaussian encoder)

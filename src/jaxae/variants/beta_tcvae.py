@@ -56,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from jaxae import configs
+from jaxae import validation
 from jaxae.variants import base
 
 ESTIMATORS = ("mws", "mss")
@@ -133,7 +133,7 @@ def make_loss(config, net):
 
 def validate(config) -> None:
   if config.loss.tc_estimator not in ESTIMATORS:
-    raise configs.ConfigError(f"loss.tc_estimator={config.loss.tc_estimator!r} is not one of "
+    raise validation.ConfigError(f"loss.tc_estimator={config.loss.tc_estimator!r} is not one of "
                               f"{', '.join(map(repr, ESTIMATORS))}")
 
 

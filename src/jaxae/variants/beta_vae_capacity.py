@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from jaxae import configs
+from jaxae import validation
 from jaxae.variants import base
 
 REPARAMETERIZATION_SALT = base.REPARAMETERIZATION_SALT  # the sample's key: fold_in(step key, 7)
@@ -57,11 +57,11 @@ def make_loss(config, net):
 
 
 def validate(config) -> None:
-  configs.positive_int(config, "loss.capacity_steps")
+  validation.positive_int(config, "loss.capacity_steps")
   for key in ("loss.capacity_max", "loss.capacity_gamma"):
-    value = configs.get(config, key)
+    value = validation.get(config, key)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-      raise configs.ConfigError(f"{key}={value!r} must be a non-negative number")
+      raise validation.ConfigError(f"{key}={value!r} must be a non-negative number")
 
 
 VARIANT = base.register(base.Variant(

@@ -38,7 +38,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxae import configs, losses
+from jaxae import losses, validation
 from jaxae.variants import base, wae
 
 REPARAMETERIZATION_SALT = base.REPARAMETERIZATION_SALT  # the sample's key: fold_in(step key, 7)
@@ -69,9 +69,9 @@ def validate(config) -> None:
   wae.validate_kernel(config)
   alpha, lam = config.loss.info_alpha, config.loss.info_lambda
   if isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and alpha > 1:
-    raise configs.ConfigError(f"loss.info_alpha={alpha!r} must be at most 1 (the KL weight 1 - alpha would be negative)")
+    raise validation.ConfigError(f"loss.info_alpha={alpha!r} must be at most 1 (the KL weight 1 - alpha would be negative)")
   if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (alpha, lam)) and alpha + lam < 1:
-    raise configs.ConfigError(f"loss.info_alpha + loss.info_lambda = {alpha + lam:g} must be at least 1 "
+    raise validation.ConfigError(f"loss.info_alpha + loss.info_lambda = {alpha + lam:g} must be at least 1 "
                               f"(the MMD weight alpha + lambda - 1 would be negative)")
 
 

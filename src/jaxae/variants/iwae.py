@@ -33,7 +33,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxae import configs, losses
+from jaxae import losses, validation
 from jaxae.variants import base
 
 REPARAMETERIZATION_SALT = 7  # eps = normal(fold_in(step key, 7)), as the VAE's
@@ -89,17 +89,17 @@ def make_loss(config, net):
 
 
 def validate(config) -> None:
-  configs.positive_int(config, "loss.iwae_k")
-  configs.positive_int(config, "loss.iwae_m")
+  validation.positive_int(config, "loss.iwae_k")
+  validation.positive_int(config, "loss.iwae_m")
   estimator = config.loss.iwae_estimator
   if estimator not in ESTIMATORS:
-    raise configs.ConfigError(f"loss.iwae_estimator={estimator!r} is not one of {', '.join(map(repr, ESTIMATORS))}")
+    raise validation.ConfigError(f"loss.iwae_estimator={estimator!r} is not one of {', '.join(map(repr, ESTIMATORS))}")
   if estimator != "miwae" and config.loss.iwae_m != 1:
-    raise configs.ConfigError(f"loss.iwae_m={config.loss.iwae_m!r} is used only by loss.iwae_estimator='miwae'; "
+    raise validation.ConfigError(f"loss.iwae_m={config.loss.iwae_m!r} is used only by loss.iwae_estimator='miwae'; "
                               f"with {estimator!r} it must be 1")
   beta = config.loss.ciwae_beta
   if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta <= 1:
-    raise configs.ConfigError(f"loss.ciwae_beta={beta!r} must be a number in [0, 1]")
+    raise validation.ConfigError(f"loss.ciwae_beta={beta!r} must be a number in [0, 1]")
 
 
 VARIANT = base.register(base.Variant(

@@ -38,7 +38,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxae import configs
+from jaxae import validation
 from jaxae.variants import base, wae
 
 REGULARIZERS = ("l2", "gp")
@@ -87,7 +87,7 @@ def make_loss(config, net):
 
 def validate(config) -> None:
   if config.loss.rae_regularizer not in REGULARIZERS:
-    raise configs.ConfigError(f"loss.rae_regularizer={config.loss.rae_regularizer!r} is not one of "
+    raise validation.ConfigError(f"loss.rae_regularizer={config.loss.rae_regularizer!r} is not one of "
                               f"{', '.join(map(repr, REGULARIZERS))}")
 
 

@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxae import configs, losses
+from jaxae import losses, validation
 from jaxae.variants import base
 
 REPARAMETERIZATION_SALT = 7  # the sample's key: fold_in(step key, 7), as vae.py
@@ -236,9 +236,9 @@ def latent_model(config, net) -> base.LatentModel:
 
 def validate(config) -> None:
   if config.flow.kind not in KINDS:
-    raise configs.ConfigError(f"flow.kind={config.flow.kind!r} is not one of {', '.join(map(repr, KINDS))}")
-  configs.positive_int(config, "flow.length")
-  configs.positive_int(config, "flow.hidden")
+    raise validation.ConfigError(f"flow.kind={config.flow.kind!r} is not one of {', '.join(map(repr, KINDS))}")
+  validation.positive_int(config, "flow.length")
+  validation.positive_int(config, "flow.hidden")
 
 
 VARIANT = base.register(base.Variant(

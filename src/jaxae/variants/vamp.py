@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import ndtri
 
-from jaxae import configs, losses, models
+from jaxae import losses, models, validation
 from jaxae.variants import base
 
 REPARAMETERIZATION_SALT = 7  # the sample's key: fold_in(step key, 7), as vae.py
@@ -147,7 +147,7 @@ def latent_model(config, net) -> base.LatentModel:
 
 
 def validate(config) -> None:
-  configs.positive_int(config, "vamp.num_pseudo")
+  validation.positive_int(config, "vamp.num_pseudo")
 
 
 VARIANT = base.register(base.Variant(

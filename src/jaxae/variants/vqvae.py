@@ -42,7 +42,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxae import configs
+from jaxae import validation
 from jaxae.variants import base
 
 HEAD = "codebook"  # the head holding the (K, code_dim) codebook: params['params']['heads_codebook']['embedding']
@@ -212,21 +212,21 @@ def update_params(config):
 
 
 def validate(config) -> None:
-  configs.positive_int(config, "vq.num_codes")
-  configs.positive_int(config, "vq.code_dim")
+  validation.positive_int(config, "vq.num_codes")
+  validation.positive_int(config, "vq.code_dim")
   if not isinstance(config.vq.ema, bool):
-    raise configs.ConfigError(f"vq.ema={config.vq.ema!r} must be True or False")
+    raise validation.ConfigError(f"vq.ema={config.vq.ema!r} must be True or False")
   decay = config.vq.ema_decay
   if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
-    raise configs.ConfigError(f"vq.ema_decay={decay!r} must be in [0, 1)")
+    raise validation.ConfigError(f"vq.ema_decay={decay!r} must be in [0, 1)")
   m, d = config.model, config.vq.code_dim
   if m.latent_dim == 0:
     channels = m.conv_channels[-1] if m.conv_channels else 0
     if channels % d:
-      raise configs.ConfigError(f"vq.code_dim={d} must divide the spatial code's {channels} channels "
+      raise validation.ConfigError(f"vq.code_dim={d} must divide the spatial code's {channels} channels "
                                 f"(model.conv_channels[-1])")
   elif m.latent_dim % d:
-    raise configs.ConfigError(f"vq.code_dim={d} must divide model.latent_dim={m.latent_dim}")
+    raise validation.ConfigError(f"vq.code_dim={d} must divide model.latent_dim={m.latent_dim}")
 
 
 VARIANT = base.register(base.Variant(

@@ -31,7 +31,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxae import configs, losses
+from jaxae import losses, validation
 from jaxae.variants import base
 
 PRIOR_SALT = 13  # the prior samples' key: fold_in(step key, 13)
@@ -87,7 +87,7 @@ def code_prior(config):
 
 def validate_kernel(config) -> None:
   if config.loss.mmd_kernel not in losses.MMD_KERNELS:
-    raise configs.ConfigError(f"loss.mmd_kernel={config.loss.mmd_kernel!r} is not one of "
+    raise validation.ConfigError(f"loss.mmd_kernel={config.loss.mmd_kernel!r} is not one of "
                               f"{', '.join(map(repr, losses.MMD_KERNELS))}")
 
 
@@ -95,7 +95,7 @@ def validate(config) -> None:
   validate_kernel(config)
   std = config.loss.prior_std
   if isinstance(std, bool) or not isinstance(std, (int, float)) or not std > 0:
-    raise configs.ConfigError(f"loss.prior_std={std!r} must be a positive number")
+    raise validation.ConfigError(f"loss.prior_std={std!r} must be a positive number")
 
 
 VARIANT = base.register(base.Variant(
