@@ -29,7 +29,9 @@ ROOT = os.path.dirname(HERE)
 MODELS = ("vae", "iwae", "beta_vae_capacity", "beta_tcvae", "factor_vae", "infovae", "vamp", "vae_flow", "wae", "rae",
           "aae", "vqvae")
 GOAL = 0.5
-NETWORK = ["--config.model.backbone=mlp", "--config.model.hidden=(512,256)", "--config.model.latent_dim=32"]
+# pythae_zoo.py's network, batch and learning rate for every model (the wae, rae and vqvae configs use others)
+NETWORK = ["--config.model.backbone=mlp", "--config.model.hidden=(512,256)", "--config.model.latent_dim=32",
+           "--config.train.batch_size=128", "--config.optimizer.learning_rate=0.001"]
 
 
 def timed(cmd: list[str], env: dict) -> tuple[float, str]:
