@@ -20,6 +20,9 @@ except ImportError:  # the harness skips the PyTorch columns
   torch = None
 
 
+VARIANTS = ("vanilla", "denoising", "sparse", "contractive", "vae", "supervised", "conv", "iwae", "wae", "rae")
+
+
 def available() -> bool:
   return torch is not None
 
@@ -37,7 +40,7 @@ class _Model(nn.Module if torch is not None else object):
     else:
       self.l1, self.l2 = nn.Linear(784, 512), nn.Linear(512, 256)
       self.head = nn.Linear(256, latent)
-      self.log_var = nn.Linear(256, latent) if variant == "vae" else None
+      self.log_var = nn.Linear(256, latent) if variant in ("vae", "iwae") else None
       self.dec = nn.Sequential(nn.Linear(latent, 256), nn.ReLU(), nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 784))
     self.classifier = nn.Linear(latent, 10) if variant == "supervised" else None
 
@@ -70,10 +73,44 @@ def _up(cin: int, cout: int, upsample: str):
   return nn.Sequential(nn.Conv2d(cin, 4 * cout, 3, 1, 1), nn.PixelShuffle(2))
 
 
+MMD_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)  # jaxae.losses.MMD_SCALES (Tolstikhin et al. 2018)
+
+
+def _imq_mmd(z, p):
+  """The unbiased multi-scale IMQ MMD^2 of jaxae.losses.mmd (prior variance 1: C = 2 d)."""
+  width = 2.0 * z.shape[1]
+
+  def k(a, b):
+    d2 = torch.cdist(a, b).square()
+    return sum(width * s / (width * s + d2) for s in MMD_SCALES)
+
+  n = z.shape[0]
+  off = 1.0 - torch.eye(n)
+  within = lambda a: (k(a, a) * off).sum() / (n * (n - 1))
+  return within(z) + within(p) - 2.0 * k(z, p).mean()
+
+
 def _loss(model: _Model, x, y):
   v = model.variant
   x_in = (x + 0.3 * torch.randn_like(x)).clamp(0, 1) if v == "denoising" else x
   mean, log_var = model.encode(x_in)
+  if v == "iwae":  # minus the 5-sample IWAE bound (Burda et al. 2016 eq. 8), configs/iwae.py
+    k = 5
+    std = torch.exp(0.5 * log_var)
+    eps = torch.randn((k, *mean.shape))
+    z = mean + std * eps  # (k, B, d)
+    logits = model.decode(z.reshape(-1, z.shape[-1])).reshape(k, x.shape[0], -1)
+    log_px = -F.binary_cross_entropy_with_logits(logits, x.flatten(1).expand(k, -1, -1), reduction="none").sum(-1)
+    log_pz = -0.5 * (z.square() + np.log(2 * np.pi)).sum(-1)
+    log_qz = -0.5 * (eps.square() + np.log(2 * np.pi) + log_var).sum(-1)
+    return -(torch.logsumexp(log_px + log_pz - log_qz, 0) - np.log(k)).mean()
+  if v in ("wae", "rae"):  # configs/wae.py, configs/rae.py: summed squared error per example
+    recon = torch.sigmoid(model.decode(mean)).reshape(x.shape)
+    cost = (recon - x).square().flatten(1).sum(1).mean()
+    if v == "wae":
+      return 0.05 * cost + 10.0 * _imq_mmd(mean, torch.randn_like(mean))
+    decoder_sq = sum(m.weight.square().sum() for m in model.dec if isinstance(m, nn.Linear))
+    return cost + 1e-4 * 0.5 * mean.square().sum(1).mean() + 1e-7 * decoder_sq
   if v == "vae":
     z = mean + torch.exp(0.5 * log_var) * torch.randn_like(mean)
     logits = model.decode(z)
