@@ -49,6 +49,15 @@ def parse_args(description: str, argv=None, runs: bool = False, extra=None) -> a
   return args
 
 
+def chosen(flag: str, known) -> list[str]:
+  """The names of a comma-separated --models flag ('' = all of `known`); SystemExit naming any unknown one."""
+  names = [m for m in flag.split(",") if m] or list(known)
+  unknown = sorted(set(names) - set(known))
+  if unknown:
+    raise SystemExit(f"--models: unknown {unknown}; choose from {', '.join(known)}")
+  return names
+
+
 def load_config(name: str, setting: str = ""):
   """`configs/<name>.py`'s get_config() (get_config(setting): `--config=configs/<name>.py:<setting>`)."""
   spec = importlib.util.spec_from_file_location(f"configs.{name}", ROOT / "configs" / f"{name}.py")

@@ -85,10 +85,7 @@ def main(argv=None):
 
   args = common.parse_args(__doc__.splitlines()[0], argv, extra=flags)
   started = time.perf_counter()
-  names = [m for m in args.models.split(",") if m] or list(MODELS)
-  unknown = sorted(set(names) - set(MODELS))
-  if unknown:
-    raise SystemExit(f"--models: unknown {unknown}; choose from {', '.join(MODELS)}")
+  names = common.chosen(args.models, MODELS)
   k = 16 if args.smoke else args.num_samples
   results, sample_rows, sample_labels = {}, [], []
   for name in names:

@@ -395,3 +395,26 @@ def test_a_stopped_training_stops_the_study(tmp_path, monkeypatch):
   with pytest.raises(SystemExit, match="stopped by SIGTERM"):
     common.ensure_trained(config, str(tmp_path / "run"))
   assert calls and not (tmp_path / "run" / "train_seconds.json").exists()
+
+
+def test_disentanglement(tmp_path):
+  """Study 18's smoke version (two models on the dSprites-like data): every score in [0, 1], each model's
+  own weight in its saved config, and the between-model / within-model spread recomputed with NumPy from
+  the per-seed values the study wrote to results.csv."""
+  from experiments import disentanglement
+  disentanglement.main([f"--out={tmp_path}", "--smoke", "--models=vae,beta_vae"])
+  res = json.load(open(tmp_path / "results.json"))
+  assert "disentanglement_seeds.png" in _pngs(tmp_path)
+  for name, beta in (("vae", 1.0), ("beta_vae", 4.0)):
+    assert json.load(open(tmp_path / "runs" / name / "config.json"))["loss"]["beta"] == beta
+    for key, values in res["models"][name]["per_seed"].items():
+      if key != "recon_bce":
+        assert len(values) == 2 and all(0.0 <= v <= 1.0 for v in values), (name, key, values)
+  with open(tmp_path / "results.csv") as f:
+    rows = [line.strip().split(",") for line in f][1:]
+  keys = list(disentanglement.disentanglement.KEYS)
+  for j, (title, between, within) in enumerate(res["spread"]):
+    per_model = [np.array([float(r[2 + j]) for r in rows if r[0] == m]) for m in ("vae", "beta_vae")]
+    assert title == disentanglement.TITLES[keys[j]]
+    np.testing.assert_allclose(float(between), np.std([p.mean() for p in per_model], ddof=1), atol=6e-4)
+    np.testing.assert_allclose(float(within), np.sqrt(np.mean([p.var(ddof=1) for p in per_model])), atol=6e-4)
