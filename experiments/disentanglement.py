@@ -20,8 +20,10 @@ program. The scores come from `python -m jaxae.evaluate`'s `jaxae.disentanglemen
 (`--examples` codes scored, predictors fitted on as many training codes):
 
   mig                  mutual information gap (Chen et al. 2018, eq. 6; codes discretized into 20 bins)
-  dci_*                disentanglement, completeness, informativeness of gradient-boosted trees' feature
-                       importances (Eastwood & Williams 2018; Locatello et al.'s protocol)
+  dci_*                disentanglement and completeness of the impurity importances of a random forest per
+                       factor (10 trees, every unit at every split; jaxae's default, where disentanglement_lib
+                       uses gradient-boosted trees), informativeness its held-out accuracy (Eastwood &
+                       Williams 2018)
   sap                  separated attribute predictability (Kumar et al. 2018)
   factorvae_score      majority-vote accuracy of the lowest-variance unit (Kim & Mnih 2018, sec. 4)
 
