@@ -21,6 +21,15 @@ from jaxae import data as data_lib
 NUM_TRAIN = 5000  # the reference protocol: all 5,000 embedded MNIST images, batch 128 -> 39 steps/epoch
 
 
+# The zoo's models, and the one protocol both zoo benchmarks run them on: each model's own objective and
+# weights, with the classics' MLP 784-512-256-32, batch 128 and Adam 1e-3 (pythae_zoo.py's too; the wae, rae
+# and vqvae configs use other latents, batches and rates).
+ZOO = ("vae", "iwae", "beta_vae_capacity", "beta_tcvae", "factor_vae", "infovae", "vamp", "vae_flow", "wae", "rae",
+       "aae", "vqvae")
+ZOO_PROTOCOL = {"model.backbone": "mlp", "model.hidden": (512, 256), "model.latent_dim": 32, "train.batch_size": 128,
+                "optimizer.learning_rate": 1e-3}
+
+
 def machine() -> dict[str, str]:
   """CPU model, core count, versions, date and load average (other processes distort every number)."""
   model = platform.processor() or "?"

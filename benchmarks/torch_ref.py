@@ -12,6 +12,8 @@ import time
 
 import numpy as np
 
+from jaxae.losses import MMD_SCALES  # Tolstikhin et al. 2018's kernel scales, the ones jaxae's wae uses
+
 try:
   import torch
   from torch import nn
@@ -71,9 +73,6 @@ def _up(cin: int, cout: int, upsample: str):
   if upsample == "resize":
     return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, 1, 1))
   return nn.Sequential(nn.Conv2d(cin, 4 * cout, 3, 1, 1), nn.PixelShuffle(2))
-
-
-MMD_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)  # jaxae.losses.MMD_SCALES (Tolstikhin et al. 2018)
 
 
 def _imq_mmd(z, p):

@@ -33,12 +33,6 @@ from benchmarks import check_conv, common, torch_ref
 from jaxae import configs, optim
 
 VARIANTS = ("vanilla", "denoising", "sparse", "contractive", "vae", "supervised", "conv")
-ZOO = ("vae", "iwae", "beta_vae_capacity", "beta_tcvae", "factor_vae", "infovae", "vamp", "vae_flow", "wae", "rae",
-       "aae", "vqvae")
-# The zoo on the classics' protocol: every model's own objective and weights, but the one MLP 784-512-256-32,
-# batch 128 and Adam 1e-3 (the wae, rae and vqvae configs use other latents, batches and rates).
-ZOO_PROTOCOL = {"model.backbone": "mlp", "model.hidden": (512, 256), "model.latent_dim": 32, "train.batch_size": 128,
-                "optimizer.learning_rate": 1e-3}
 EPOCHS = 30  # the reference protocol
 WINDOW = {"contractive": 3}  # steps timed per repeat where an epoch is too slow to repeat (39 = epoch)
 TORCH_WINDOW = 13  # PyTorch steps timed per repeat (a third of an epoch; contractive: WINDOW)
@@ -51,7 +45,7 @@ def bench_variant(variant: str, seeds: list[int], x, y, repeats: int, quick: boo
   spe = x.shape[0] // 128
   window = WINDOW.get(variant, spe)
   for s in seeds:
-    overrides = {"num_seeds": s, **(ZOO_PROTOCOL if variant in ZOO else {})}
+    overrides = {"num_seeds": s, **(common.ZOO_PROTOCOL if variant in common.ZOO else {})}
     if window < spe:  # scan `window` steps per call instead of the whole epoch (same step, shorter scan)
       overrides["train.steps_per_call"] = window
     config = common.load_config(variant, **overrides)
@@ -223,7 +217,7 @@ def write_table(path: str | None, info: dict, peak: float, rows: list[dict], tor
             "Per seed = run / S. FLOPs: XLA cost analysis of the unscanned step x 39 x 30. "
             "PyTorch: eager, same process, 13-step windows (contractive 3) x 3 x 30, one model per seed (its per-seed time is the S=1 time), "
             "best of torch.set_num_threads(1) and (cores); `x torch` = PyTorch per-seed seconds / jaxae per-seed seconds"
-            + (" (PyTorch loops in benchmarks/torch_ref.py for " + ", ".join(v for v in torch_ref.VARIANTS if v in ZOO)
+            + (" (PyTorch loops in benchmarks/torch_ref.py for " + ", ".join(v for v in torch_ref.VARIANTS if v in common.ZOO)
                + "; every zoo model against pythae itself: benchmarks/PYTHAE_ZOO.md). Zoo protocol: each model's own "
                "objective and weights on the MLP 784-512-256-32, batch 128, Adam 1e-3." if args.zoo else "."), ""]
   lines += ["| variant | structure | S | compile s | run s (30 ep) | per-seed s | img/s per seed | img/s total | GFLOP/s | % peak | per-seed vs S=1 | x torch |",
@@ -288,7 +282,7 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else ([1, 4] if args.quick or args.zoo else [1, 2, 4, 8])
   args.repeats = args.repeats or (1 if args.quick else 2)
-  variants = list(ZOO) if args.zoo else [v for v in args.variants.split(",") if v]
+  variants = list(common.ZOO) if args.zoo else [v for v in args.variants.split(",") if v]
   out = args.out or (None if args.quick else os.path.join(HERE, "ZOO_SPEED.md" if args.zoo else "RESULTS.md"))
   t_all = time.perf_counter()
 

@@ -24,14 +24,12 @@ import sys
 import tempfile
 import time
 
+from benchmarks import common
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-MODELS = ("vae", "iwae", "beta_vae_capacity", "beta_tcvae", "factor_vae", "infovae", "vamp", "vae_flow", "wae", "rae",
-          "aae", "vqvae")
 GOAL = 0.5
-# pythae_zoo.py's network, batch and learning rate for every model (the wae, rae and vqvae configs use others)
-NETWORK = ["--config.model.backbone=mlp", "--config.model.hidden=(512,256)", "--config.model.latent_dim=32",
-           "--config.train.batch_size=128", "--config.optimizer.learning_rate=0.001"]
+
 
 
 def timed(cmd: list[str], env: dict) -> tuple[float, str]:
@@ -56,14 +54,12 @@ def write_data(path: str) -> None:
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--pythae-python", required=True, help="the python of an environment with torch and pythae")
-  parser.add_argument("--models", default=",".join(MODELS))
+  parser.add_argument("--models", default=",".join(common.ZOO))
   parser.add_argument("--seeds", type=int, default=4)
   parser.add_argument("--epochs", type=int, default=5)
   parser.add_argument("--rounds", type=int, default=1)
   parser.add_argument("--out", default=os.path.join(HERE, "PYTHAE_ZOO.md"), help="'' = print only")
   args = parser.parse_args(argv)
-  sys.path.insert(0, ROOT)
-  from benchmarks import common
 
   info = common.machine()
   version = subprocess.run([args.pythae_python, "-c", "import importlib.metadata as m; "
@@ -81,7 +77,8 @@ def main(argv=None) -> int:
       for m in models:
         with tempfile.TemporaryDirectory() as workdir:
           cmd = [sys.executable, "-m", "jaxae.main", f"--config=configs/{m}.py", f"--workdir={workdir}",
-                 f"--config.num_seeds={args.seeds}", f"--config.train.epochs={args.epochs}", *NETWORK]
+                 f"--config.num_seeds={args.seeds}", f"--config.train.epochs={args.epochs}",
+                 *(f"--config.{k}={v}" for k, v in common.ZOO_PROTOCOL.items())]
           times[m]["jaxae"].append(timed(cmd, env)[0])
         seconds, out = timed([args.pythae_python, os.path.join(HERE, "pythae_zoo.py"), f"--model={m}",
                               f"--seeds={args.seeds}", f"--epochs={args.epochs}", f"--data={data_path}"], env)

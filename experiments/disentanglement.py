@@ -134,7 +134,7 @@ def main(argv=None):
     ev = evaluate.evaluate_run(jaxae.load_run(workdir), options, quiet=True)
     entry = ev["settings"][0]
     per_seed = {k: [float(v) for v in entry["eval"][k]["per_seed"]] for k in disentanglement.KEYS}
-    per_seed["recon_bce"] = [float(v) for v in entry["eval"]["loss"]["per_seed"]] if "loss" in entry["eval"] else []
+    per_seed["heldout_loss"] = [float(v) for v in entry["eval"]["loss"]["per_seed"]] if "loss" in entry["eval"] else []
     results[name] = {"per_seed": per_seed, "seeds": entry["seeds"], "train_seconds": train_seconds,
                      "eval_seconds": time.perf_counter() - t, "config": dict(MODELS[name][1], base=MODELS[name][0])}
     print(f"{name}: trained in {train_seconds:.0f} s, scored in {results[name]['eval_seconds']:.0f} s: "

@@ -408,7 +408,7 @@ def test_disentanglement(tmp_path):
   for name, beta in (("vae", 1.0), ("beta_vae", 4.0)):
     assert json.load(open(tmp_path / "runs" / name / "config.json"))["loss"]["beta"] == beta
     for key, values in res["models"][name]["per_seed"].items():
-      if key != "recon_bce":
+      if key != "heldout_loss":
         assert len(values) == 2 and all(0.0 <= v <= 1.0 for v in values), (name, key, values)
   with open(tmp_path / "results.csv") as f:
     rows = [line.strip().split(",") for line in f][1:]
