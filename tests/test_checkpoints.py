@@ -239,6 +239,44 @@ def test_state_tree_from_other_code_is_a_mismatch_not_damage(reference):
   assert "damaged" not in str(e.value) and "new_metric" in str(e.value)
 
 
+def _as_older_jaxae(workdir, step, name):
+  """Rewrites checkpoint `step` as a jaxae predating hyperparameter `name` wrote it: no `name` in the state's
+  hparams, in the optimizer's hyperparams or in the saved config; checksums recomputed as that jaxae did."""
+  mngr = checkpoints.manager(str(workdir))
+  state, meta = checkpoints.restore(mngr, step, _abstract(cfg()))
+  item = checkpoints._state_item(state)
+  item["hparams"] = {k: v for k, v in item["hparams"].items() if k != name}
+  opt = item["opt_state"]
+  item["opt_state"] = opt._replace(hyperparams={k: v for k, v in opt.hyperparams.items() if k != name})
+  del meta["config"]["optimizer"][name]
+  meta = {k: v for k, v in meta.items() if k != "checksums"}
+  meta["checksums"] = {"algorithm": checkpoints.CHECKSUM_ALGORITHM,
+                       **checkpoints.checksums({"params": state.params, "state": item})}
+  meta["checksums"]["meta"] = checkpoints.meta_checksum(meta)
+  for s in mngr.all_steps():
+    mngr.delete(s)
+  mngr.save(step, force=True, args=ocp.args.Composite(params=ocp.args.StandardSave(state.params),
+                                                      state=ocp.args.StandardSave(item),
+                                                      meta=ocp.args.JsonSave(meta)))
+  mngr.wait_until_finished()
+  mngr.close()
+  stored = checkpoints._leaves(checkpoints.manager(str(workdir), read_only=True).item_metadata(step)["state"].tree)
+  assert not any(path.endswith("/" + name) for path in stored) and "hparams/learning_rate" in stored
+
+
+def test_checkpoint_of_an_older_jaxae_resumes_bit_identically(reference, tmp_path, monkeypatch, capsys):
+  # A checkpoint written before optimizer.decay_fraction existed (issue 23: a 33-pass IWAE run was stranded).
+  wd = tmp_path / "w"
+  shutil.copytree(reference[0], wd)
+  _as_older_jaxae(wd, 4 * SPE, "decay_fraction")
+  rc, out, err = cli(monkeypatch, capsys, wd, *cli_args(), "--config.optimizer.decay_fraction=0.5")
+  assert rc == 2 and "optimizer.decay_fraction: 0.0 -> 0.5" in err, err  # the older run had none: not resumable
+  rc, out, err = cli(monkeypatch, capsys, wd, *cli_args())
+  assert rc == 0, err
+  assert "predates the hyperparameter(s) decay_fraction" in out and "from step 32" in out, out
+  assert_same_run(wd, reference[0])  # epoch 5 from the older checkpoint: the reference's bytes
+
+
 def test_nothing_loads_pickles():
   pattern = re.compile(r"import pickle|\bpickle\.|cloudpickle|\bdill\b|allow_pickle\s*=\s*True|torch\.load|joblib\.load")
   assert pattern.search("x = pickle.loads(b)") and pattern.search("np.load(p, allow_pickle=True)")  # the detector works

@@ -298,13 +298,25 @@ def read_meta(mngr: ocp.CheckpointManager, step: int) -> dict:
   return meta
 
 
-def restore(mngr: ocp.CheckpointManager, step: int, abstract_state) -> tuple[Any, dict]:
+def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, hparams: dict | None = None,
+            say=None) -> tuple[Any, dict]:
   """(TrainState, meta) of checkpoint `step`, restored against `abstract_state` (jax.eval_shape of init).
 
-  Raises CheckpointError naming the step and its path when any item is missing or damaged.
+  `hparams` ({name: float32 (M,)}, the program's per-member sweepable scalars) fills a hyperparameter that
+  the checkpoint does not hold because the jaxae that wrote it predates it (e.g. optimizer.decay_fraction):
+  its value in `state.hparams` and `opt_state.hyperparams` is this config's, which the config check has
+  already found equal to the saved config's (a key the saved config lacks reads as its default, the value
+  that reproduces the older behaviour). `say(line)` reports each filled name.
+  Raises CheckpointMismatch for any other difference of the stored tree, CheckpointError naming the step
+  and its path when any item is missing or damaged.
   """
   target = _state_item_abstract(abstract_state)
-  check_stored_tree(mngr, step, abstract_state.params, target)
+  missing = check_stored_tree(mngr, step, abstract_state.params, target, fillable=set(hparams or ()))
+  if missing:
+    target = _without_hparams(target, missing)
+    if say is not None:
+      say(f"checkpoint step {step} predates the hyperparameter(s) {', '.join(sorted(missing))}: resuming with "
+          f"this config's value (" + ", ".join(f"{n}={np.asarray(hparams[n]).ravel()[0]:g}" for n in sorted(missing)) + ")")
   try:
     restored = mngr.restore(step, args=ocp.args.Composite(
         params=ocp.args.StandardRestore(abstract_state.params),
@@ -316,6 +328,8 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state) -> tuple[Any
                             f" {problem}; it is not what jaxae wrote")
     verify(mngr, step, {"params": restored.params, "state": restored.state}, restored.meta)
     item = restored.state
+    if missing:
+      item = _with_hparams(item, _state_item_abstract(abstract_state), {n: hparams[n] for n in missing})
     state = abstract_state.replace(
         params=restored.params, step=item["step"], opt_state=item["opt_state"],
         rng=jax.random.wrap_key_data(item["rng"]), hparams=item["hparams"], metric_sums=item["metric_sums"],
@@ -327,6 +341,66 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state) -> tuple[Any
     raise CheckpointError(f"checkpoint step {step} at {step_path(mngr, step)} is damaged or incomplete "
                           f"({type(e).__name__}: {first_line(e)})") from None
   return state, restored.meta
+
+
+# The containers of hyperparameters in a state item: TrainState.hparams and optax's InjectHyperparamsState.
+_HPARAM_CONTAINERS = ("hparams", "hyperparams")
+
+
+def _children(node):
+  """[(name, child)] of a dict or namedtuple, [(None, child)] of a list/tuple; None for a leaf."""
+  if isinstance(node, dict):
+    return list(node.items())
+  if isinstance(node, tuple) and hasattr(node, "_fields"):
+    return list(zip(node._fields, node))
+  if isinstance(node, (list, tuple)):
+    return [(None, c) for c in node]
+  return None
+
+
+def _rebuild(node, children: list):
+  if isinstance(node, dict):
+    return dict(children)
+  if isinstance(node, tuple) and hasattr(node, "_fields"):
+    return type(node)(**dict(children))
+  return type(node)(c for _, c in children)
+
+
+def _without_hparams(tree, names: set, inside: bool = False):
+  """`tree` without the entries `names` of its hyperparameter dicts (the target of an older checkpoint)."""
+  kids = _children(tree)
+  if kids is None:
+    return tree
+  kept = [(k, _without_hparams(c, names, k in _HPARAM_CONTAINERS)) for k, c in kids
+          if not (inside and isinstance(tree, dict) and k in names)]
+  return _rebuild(tree, kept)
+
+
+def _with_hparams(tree, abstract, values: dict, inside: bool = False):
+  """`tree` with the entries of `abstract`'s hyperparameter dicts that it lacks, set to `values[name]`
+  (an (M,) array placed as the abstract leaf's sharding says)."""
+  kids = _children(abstract)
+  if kids is None:
+    return tree
+  if isinstance(abstract, dict):
+    out = []
+    for k, a in kids:
+      if k in tree:
+        out.append((k, _with_hparams(tree[k], a, values, k in _HPARAM_CONTAINERS)))
+      elif inside and k in values:
+        out.append((k, _placed(np.asarray(values[k], a.dtype).reshape(a.shape), getattr(a, "sharding", None))))
+      else:
+        raise KeyError(k)
+    return dict(out)
+  got = _children(tree)
+  return _rebuild(tree, [(k, _with_hparams(t, a, values, k in _HPARAM_CONTAINERS))
+                         for (k, t), (_, a) in zip(got, kids)])
+
+
+def _placed(value: np.ndarray, where):
+  if where is None:
+    return jax.numpy.asarray(value)
+  return jax.make_array_from_callback(value.shape, where, lambda index: value[index])
 
 
 def _state_item_abstract(abstract_state) -> dict:
@@ -347,8 +421,12 @@ def _leaves(tree) -> dict[str, tuple]:
   return {"/".join(name(k) for k in path): (tuple(a.shape), np.dtype(a.dtype).name) for path, a in flat}
 
 
-def check_stored_tree(mngr: ocp.CheckpointManager, step: int, params_target, state_target=None) -> None:
+def check_stored_tree(mngr: ocp.CheckpointManager, step: int, params_target, state_target=None,
+                      fillable: set = frozenset()) -> set:
   """Raises CheckpointError when the stored arrays differ from what this config and code expect.
+
+  Returns the names in `fillable` whose hyperparameter entries (`.../hparams/<name>`,
+  `.../hyperparams/<name>`) are absent from the stored state only, not refused: an older jaxae's checkpoint.
 
   Reads only the items' metadata, so a checkpoint from another config or jaxae version is reported as
   such, not as damage. Unreadable metadata is damage.
@@ -362,10 +440,15 @@ def check_stored_tree(mngr: ocp.CheckpointManager, step: int, params_target, sta
   except Exception as e:
     raise CheckpointError(f"checkpoint step {step} at {step_path(mngr, step)} is damaged or incomplete: cannot "
                           f"read its array metadata ({type(e).__name__}: {first_line(e)})") from None
-  diffs = []
+  diffs, missing = [], set()
   for item in want:
     for path in sorted(set(stored[item]) | set(want[item])):
       got, exp = stored[item].get(path), want[item].get(path)
+      parts = path.split("/")
+      if (got is None and item == "state" and len(parts) >= 2 and parts[-2] in _HPARAM_CONTAINERS
+          and parts[-1] in fillable):
+        missing.add(parts[-1])
+        continue
       if got != exp:
         diffs.append(f"{item}/{path}: stored {'absent' if got is None else f'{got[1]}{list(got[0])}'}, "
                      f"expected {'absent' if exp is None else f'{exp[1]}{list(exp[0])}'}")
@@ -374,6 +457,7 @@ def check_stored_tree(mngr: ocp.CheckpointManager, step: int, params_target, sta
     raise CheckpointMismatch(f"checkpoint step {step} at {step_path(mngr, step)} does not match this config or "
                              f"version of jaxae: {'; '.join(diffs[:3])}{more}. Use another --workdir, or --fresh "
                              f"to discard it and start over.")
+  return missing
 
 
 def first_line(e: Exception) -> str:

@@ -139,7 +139,7 @@ def train_group(group: sweep.Group, data: data_lib.Data, workdir: str, on_corrup
     x, y = sharding.replicate((data_lib.inputs(data.train), _labels(data.train)), mesh)
     xe, ye = sharding.replicate((data_lib.inputs(data.eval), _labels(data.eval)), mesh)
 
-  restored = workdir_lib.restore_latest(mngr, program.abstract_state, on_corrupt, _say)
+  restored = workdir_lib.restore_latest(mngr, program.abstract_state, on_corrupt, _say, hparams=program.hparams)
   if restored is None:
     state = program.init_state()
     records, diverged = report.truncate_records(workdir, 0, write=primary), {}

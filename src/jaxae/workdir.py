@@ -565,8 +565,12 @@ def check_compatible(saved: dict[str, Any], current: dict[str, Any], workdir: st
                                          f"discard that run and start over.")
 
 
-def restore_latest(mngr, make_abstract: Callable[[], Any], on_corrupt: str, say: Callable[[str], None] = print):
+def restore_latest(mngr, make_abstract: Callable[[], Any], on_corrupt: str, say: Callable[[str], None] = print,
+                   hparams: dict | None = None):
   """(state, meta) of the latest complete checkpoint, or None when there is none.
+
+  `hparams` (the program's per-member hyperparameters) fills those an older jaxae's checkpoint lacks
+  (checkpoints.restore).
 
   A damaged latest step raises CheckpointError (with a hint) unless on_corrupt='previous', which falls
   back to earlier steps and deletes the damaged later ones. A mismatch (another config or version of
@@ -577,7 +581,7 @@ def restore_latest(mngr, make_abstract: Callable[[], Any], on_corrupt: str, say:
   abstract = make_abstract() if steps else None
   for i, step in enumerate(steps):
     try:
-      restored = checkpoints.restore(mngr, step, abstract)
+      restored = checkpoints.restore(mngr, step, abstract, hparams=hparams, say=say)
     except checkpoints.CheckpointMismatch:
       raise
     except checkpoints.CheckpointError as e:
