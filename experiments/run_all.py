@@ -15,7 +15,10 @@ import sys
 import time
 
 STUDIES = ("bottleneck", "latent", "denoising", "reconstructions", "vae", "sparse_contractive", "pca", "supervised",
-           "sparse_sweep", "keras_note", "sae", "digits", "anomaly", "scalar_denoising")
+           "sparse_sweep", "keras_note", "sae", "digits", "anomaly", "scalar_denoising", "zoo", "zoo_mnist",
+           "disentanglement", "iwae_table")
+MODULE = {"zoo_mnist": "zoo"}  # a study that is another study's module with other data
+ALWAYS = {"zoo_mnist": ["--train_set=mnist"]}  # flags of a study in both its full and smoke versions
 REUSE = ("latent", "denoising", "reconstructions", "sparse_contractive", "supervised")  # take --runs
 FULL = {
     "bottleneck": [],
@@ -25,6 +28,10 @@ FULL = {
     "sparse_sweep": ["--seeds=3"],
     "supervised": ["--seeds=3", "--ae20_seeds=1"],
     "keras_note": [],  # its defaults: dense 5 seeds x 50 epochs, conv 2 seeds x 10 epochs, denoising 1 x 10
+    "zoo": ["--epochs=10", "--max_examples=2000"],
+    "zoo_mnist": ["--epochs=5", "--max_examples=2000"],
+    "disentanglement": ["--epochs=5", "--max_train=30000", "--examples=5000", "--hidden", "256", "128"],
+    "iwae_table": ["--rows=vae1,iwae5", "--seeds=3"],  # 3,280 passes: ~12 h per row on 2 cores; resumes in stages
 }
 
 
@@ -38,8 +45,8 @@ def main(argv=None):
   todo = args.only.split(",") if args.only else STUDIES
   runs = os.path.join(args.out, "bottleneck", "runs")
   for name in todo:
-    cmd = [sys.executable, "-m", f"experiments.{name}", f"--out={os.path.join(args.out, name)}"]
-    cmd += ["--smoke"] if args.smoke else FULL.get(name, [])
+    cmd = [sys.executable, "-m", f"experiments.{MODULE.get(name, name)}", f"--out={os.path.join(args.out, name)}"]
+    cmd += (["--smoke"] if args.smoke else FULL.get(name, [])) + ALWAYS.get(name, [])
     cmd += [f"--mnist_dir={args.mnist_dir}"] if args.mnist_dir else []
     cmd += [f"--runs={runs}"] if name in REUSE and os.path.isdir(runs) else []
     t0 = time.perf_counter()

@@ -423,3 +423,23 @@ def test_disentanglement(tmp_path):
     assert title == disentanglement.TITLES[keys[j]]
     np.testing.assert_allclose(float(between), np.std([p.mean() for p in per_model], ddof=1), atol=6e-4)
     np.testing.assert_allclose(float(within), np.sqrt(np.mean([p.var(ddof=1) for p in per_model])), atol=6e-4)
+
+
+def test_run_all_names_every_study_module(monkeypatch, tmp_path):
+  """run_all covers every study module in experiments/ (a new study missing from it fails here), and a
+  study that reuses another's module gets its own flags in both versions."""
+  import importlib.util
+  import pathlib
+  import subprocess
+
+  from experiments import run_all
+  helpers = {"__init__", "common", "run_all", "saelens_check", "saelens_loss_check"}  # not studies
+  modules = {p.stem for p in pathlib.Path(run_all.__file__).parent.glob("*.py")} - helpers
+  assert modules == {run_all.MODULE.get(s, s) for s in run_all.STUDIES}
+  assert all(importlib.util.find_spec(f"experiments.{run_all.MODULE.get(s, s)}") for s in run_all.STUDIES)
+  calls = []
+  monkeypatch.setattr(subprocess, "run", lambda cmd, check: calls.append(cmd))
+  for smoke in ([], ["--smoke"]):
+    run_all.main([f"--out={tmp_path}", "--only=zoo_mnist", *smoke])
+  assert all(c[2] == "experiments.zoo" and "--train_set=mnist" in c and c[3] == f"--out={tmp_path}/zoo_mnist"
+             for c in calls) and len(calls) == 2
