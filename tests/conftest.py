@@ -26,14 +26,15 @@ def compile_cache(tmp_path_factory):
   from jax._src import compilation_cache
 
   # One cache for all pytest-xdist workers of this session (their base temp dirs share a parent), so a
-  # program is compiled once, not once per worker. A size limit turns on JAX's file lock around every
-  # read and write: no worker reads an entry that another is still writing.
+  # program is compiled once, not once per worker. No size limit: a limit turns on JAX's eviction, which
+  # lists the whole cache on every write (minutes over a session). An entry read while another worker
+  # still writes it fails to decompress, and JAX then warns and compiles instead.
   base = tmp_path_factory.getbasetemp()
   root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
   path = str(root / "xla_cache")
   os.makedirs(path, exist_ok=True)
   settings = {"jax_compilation_cache_dir": path, "jax_persistent_cache_min_compile_time_secs": 0.0,
-              "jax_persistent_cache_min_entry_size_bytes": 0, "jax_compilation_cache_max_size": 8 << 30}
+              "jax_persistent_cache_min_entry_size_bytes": 0}
   old = {k: getattr(jax.config, k) for k in settings}
   old_env = {k.upper(): os.environ.get(k.upper()) for k in settings}
   for k, v in settings.items():

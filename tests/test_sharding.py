@@ -196,7 +196,10 @@ def test_two_processes_train_resume_and_match_one_process(tmp_path):
                          devices_each=2)
   for rc, stdout, stderr in first:
     assert rc == 0, stderr[-3000:]
-  assert "mean±std" in first[0][1] and first[1][1].strip() == "", first[1][1]  # one report, from process 0
+  # One report, from process 0. (Gloo, the CPU collectives library inside jaxlib, may print its own line
+  # "R is connected to N peer ranks..." on a slow machine; that is not jaxae's output.)
+  jaxae_lines = [l for l in first[1][1].splitlines() if l.strip() and "peer ranks" not in l]
+  assert "mean±std" in first[0][1] and jaxae_lines == [], first[1][1]
   assert (multi / "figures" / "reconstructions.png").exists()  # params gathered from both processes
   shards = sorted(p.name for p in (multi / "checkpoints" / "16" / "params").glob("ocdbt.process_*"))
   assert shards == ["ocdbt.process_0", "ocdbt.process_1"], shards

@@ -234,13 +234,14 @@ def _assert_same_steps(got, old, want_step, lr, what):
 
   An Adam step is about lr in size whatever the gradient's; where a gradient is ~0 (rows of border pixels,
   or a loss gradient cancelling the weight decay) its direction is rounding noise, so a few elements
-  may differ by a fraction of lr. A wrong optimizer, rate, beta or decay moves most elements by ~lr.
+  may differ by up to 2 lr (a flipped sign; seen once in ~50,000 elements). A wrong optimizer, rate, beta or
+  decay moves most elements by ~lr; a wrong scale of the rate also breaks the bound on the largest error.
   """
   for (path, g), o, w in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(old),
                              jax.tree.leaves(want_step)):
     err = np.abs((np.asarray(g) - np.asarray(o)) - np.asarray(w)) / lr
     where = f"{what} {jax.tree_util.keystr(path)}"
-    assert np.mean(err > 1e-3) <= 1e-3 and err.max() < 0.05, (where, np.mean(err > 1e-3), err.max())
+    assert np.mean(err > 1e-3) <= 1e-3 and err.max() < 2.2, (where, np.mean(err > 1e-3), err.max())
 
 
 def test_train_steps_update_discriminator_with_its_adam_and_model_with_the_runs_optimizer():
