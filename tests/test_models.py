@@ -16,10 +16,10 @@ def test_shapes_and_dtypes(backbone, upsample):
   config = tiny_config(model__backbone=backbone, model__upsample=upsample)
   net = train.build_net(config, (28, 28, 1))
   x = jnp.zeros((3, 28, 28, 1))
-  params = net.init(jax.random.key(0), x)
-  z = net.encode(params, x)
+  params = jax.jit(net.init)(jax.random.key(0), x)  # jitted: one compile, not one per operation
+  z = jax.jit(net.encode)(params, x)
   assert z.shape == (3, config.model.latent_dim) and z.dtype == jnp.float32
-  logits = net.decode(params, z)
+  logits = jax.jit(net.decode)(params, z)
   assert logits.shape == (3, 28, 28, 1) and logits.dtype == jnp.float32
 
 
@@ -79,14 +79,17 @@ def test_patch_convolutions_equal_flax_convolutions(upsample, downsample, latent
                        model__init="pytorch")
   net = train.build_net(config, (28, 28, 1))
   ref, new = models.with_conv_impl(net, "xla").module, models.with_conv_impl(net, "patches").module
-  params = ref.init(jax.random.key(1), x)
-  same = new.init(jax.random.key(1), x)
+  # Each side jitted whole: one compile per program, not one per operation.
+  params = jax.jit(ref.init)(jax.random.key(1), x)
+  same = jax.jit(new.init)(jax.random.key(1), x)
   assert jax.tree.structure(params) == jax.tree.structure(same)
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(same)):
     np.testing.assert_array_equal(a, b)
-  loss = lambda m, p: jnp.mean(jnp.square(jax.nn.sigmoid(m.apply(p, x)) - x))
-  np.testing.assert_allclose(new.apply(params, x), ref.apply(params, x), atol=2e-5)
-  for a, b in zip(jax.tree.leaves(jax.grad(loss, 1)(new, params)), jax.tree.leaves(jax.grad(loss, 1)(ref, params))):
+  out_and_grad = lambda m: jax.jit(lambda p: (m.apply(p, x), jax.grad(
+      lambda p: jnp.mean(jnp.square(jax.nn.sigmoid(m.apply(p, x)) - x)))(p)))
+  (y_new, g_new), (y_ref, g_ref) = out_and_grad(new)(params), out_and_grad(ref)(params)
+  np.testing.assert_allclose(y_new, y_ref, atol=2e-5)
+  for a, b in zip(jax.tree.leaves(g_new), jax.tree.leaves(g_ref)):
     np.testing.assert_allclose(a, b, atol=2e-5)
 
 
@@ -101,8 +104,8 @@ def test_conv_transpose3x3_s2_forms_equal_lax_conv_transpose(form, cout):
   kernel = jax.random.normal(jax.random.key(1), (3, 3, 4, cout))
   ref = lambda x, k: jax.lax.conv_transpose(x, k, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
   g = jax.random.normal(jax.random.key(2), (2, 6, 10, cout))
-  np.testing.assert_allclose(fn(x, kernel), ref(x, kernel), atol=1e-5)
-  grads = jax.grad(lambda x, k: jnp.sum(fn(x, k) * g), (0, 1))(x, kernel)
-  grads_ref = jax.grad(lambda x, k: jnp.sum(ref(x, k) * g), (0, 1))(x, kernel)
+  np.testing.assert_allclose(jax.jit(fn)(x, kernel), ref(x, kernel), atol=1e-5)
+  grads = jax.jit(jax.grad(lambda x, k: jnp.sum(fn(x, k) * g), (0, 1)))(x, kernel)
+  grads_ref = jax.jit(jax.grad(lambda x, k: jnp.sum(ref(x, k) * g), (0, 1)))(x, kernel)
   for a, b in zip(grads, grads_ref):
     np.testing.assert_allclose(a, b, atol=1e-4)

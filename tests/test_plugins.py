@@ -185,21 +185,21 @@ def test_keras_conv_network_structure():
   """Conv 32 + MaxPool, Conv 16 + MaxPool (7x7x16 code), Conv 16 + UpSampling, Conv 32 + UpSampling, Conv 1."""
   net = _net((28, 28, 1), backbone="conv", conv_channels=(32, 16), downsample="maxpool", upsample="nearest",
              latent_dim=0)
-  params = net.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+  params = jax.jit(net.init)(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))  # jitted: one compile, not one per op
   x = jnp.zeros((2, 28, 28, 1))
-  z = net.encode(params, x)
-  assert z.shape == (2, 7, 7, 16) and net.decode(params, z).shape == (2, 28, 28, 1)
+  z = jax.jit(net.encode)(params, x)
+  assert z.shape == (2, 7, 7, 16) and jax.jit(net.decode)(params, z).shape == (2, 28, 28, 1)
   conv = lambda cin, cout: 9 * cin * cout + cout  # a 3x3 convolution's kernel and bias
   assert models.param_counts(params) == {"encoder": conv(1, 32) + conv(32, 16),
                                          "decoder": conv(16, 16) + conv(16, 32) + conv(32, 1), "total": 12_193}
   # The pooled code is the max over each 2x2 block of the first layer's ReLU map (checked on one layer).
   one = _net((28, 28, 1), backbone="conv", conv_channels=(4,), downsample="maxpool", upsample="nearest", latent_dim=0)
-  p1 = one.init(jax.random.key(1), x)
+  p1 = jax.jit(one.init)(jax.random.key(1), x)
   img = jax.random.uniform(jax.random.key(2), (2, 28, 28, 1))
   k, bias = p1["params"]["encoder"]["Conv_0"]["kernel"], p1["params"]["encoder"]["Conv_0"]["bias"]
   full = jax.nn.relu(jax.lax.conv_general_dilated(img, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")) + bias)
   pooled = np.asarray(full).reshape(2, 14, 2, 14, 2, 4).max(axis=(2, 4))
-  np.testing.assert_allclose(one.encode(p1, img), pooled, atol=1e-5)
+  np.testing.assert_allclose(jax.jit(one.encode)(p1, img), pooled, atol=1e-5)
 
 
 def test_classifier_head_and_keras_initialization():

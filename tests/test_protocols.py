@@ -3,6 +3,8 @@ Burda et al. 2016) and the IWAE learning-rate schedule, against NumPy and hand-c
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,16 +51,18 @@ def test_dynamic_binarization_redraws_every_step_and_static_loads_binarized_spli
   seen = []
   loss_fn = program.variant.make_loss(config, program.net)
 
-  def spy(params, hp, batch, key, training):
-    seen.append(batch["x"])
+  def spy(params, hp, batch, key, training):  # records the batch the loss sees, at every run of the step
+    jax.debug.callback(lambda x: seen.append(np.asarray(x)), batch["x"])
     return loss_fn(params, hp, batch, key, training)
 
   state = jax.tree.map(lambda a: a[0], program.init_state())
   x_all, y_all = jnp.asarray(loaded.train.x), jnp.asarray(loaded.train.labels)
   idx = jnp.arange(32)
-  state1 = train.train_step(state, x_all, y_all, idx, loss_fn=spy, prepare=program.net.prepare, binarize=True)
-  train.train_step(state1, x_all, y_all, idx, loss_fn=spy, prepare=program.net.prepare, binarize=True)
-  first, second = (np.asarray(s) for s in seen)
+  step = jax.jit(functools.partial(train.train_step, loss_fn=spy, prepare=program.net.prepare, binarize=True))
+  step(step(state, x_all, y_all, idx), x_all, y_all, idx)
+  jax.effects_barrier()
+  assert len(seen) == 2
+  first, second = seen
   assert set(np.unique(first)) <= {0.0, 1.0} and not np.array_equal(first, second)  # a new draw each step
   p = np.asarray(data.to_float(loaded.train.x[:32]))
   assert abs(first.mean() - p.mean()) < 0.02 and np.all(first[p == 0] == 0) and np.all(first[p == 1] == 1)

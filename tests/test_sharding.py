@@ -196,10 +196,11 @@ def test_two_processes_train_resume_and_match_one_process(tmp_path):
                          devices_each=2)
   for rc, stdout, stderr in first:
     assert rc == 0, stderr[-3000:]
-  # One report, from process 0. (Gloo, the CPU collectives library inside jaxlib, may print its own line
-  # "R is connected to N peer ranks..." on a slow machine; that is not jaxae's output.)
-  jaxae_lines = [l for l in first[1][1].splitlines() if l.strip() and "peer ranks" not in l]
-  assert "mean±std" in first[0][1] and jaxae_lines == [], first[1][1]
+  # One report, from process 0: none of its lines from process 1. (The CPU collectives inside jaxlib may
+  # print their own "R is connected to N peer ranks..." there, in pieces, on a busy machine.)
+  report = {l for l in first[0][1].splitlines() if len(l.strip()) > 3}
+  assert "mean±std" in first[0][1] and not report & set(first[1][1].splitlines()), first[1][1]
+  assert not any(word in first[1][1] for word in ("parameters", "epoch", "mean±std", "summary.json")), first[1][1]
   assert (multi / "figures" / "reconstructions.png").exists()  # params gathered from both processes
   shards = sorted(p.name for p in (multi / "checkpoints" / "16" / "params").glob("ocdbt.process_*"))
   assert shards == ["ocdbt.process_0", "ocdbt.process_1"], shards
