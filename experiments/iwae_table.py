@@ -114,8 +114,8 @@ def main(argv=None):
       config.train.epochs = passes
       t = time.perf_counter()
       common.ensure_trained(config, workdir)
-      hist[str(passes)] = {"nll": nll(workdir, args.stage_samples, args.stage_examples),
-                           "train_seconds": time.perf_counter() - t}
+      seconds = time.perf_counter() - t  # training only: the stage's evaluation is not counted
+      hist[str(passes)] = {"nll": nll(workdir, args.stage_samples, args.stage_examples), "train_seconds": seconds}
       common.write_json(history_path, history)
       print(f"{row}: {passes} passes, test -log p(x) {np.mean(hist[str(passes)]['nll']):.2f} "
             f"(K={args.stage_samples}, {args.stage_examples} images)", flush=True)
