@@ -85,9 +85,11 @@ def test_patch_convolutions_equal_flax_convolutions(upsample, downsample, latent
   assert jax.tree.structure(params) == jax.tree.structure(same)
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(same)):
     np.testing.assert_array_equal(a, b)
-  out_and_grad = lambda m: jax.jit(lambda p: (m.apply(p, x), jax.grad(
-      lambda p: jnp.mean(jnp.square(jax.nn.sigmoid(m.apply(p, x)) - x)))(p)))
-  (y_new, g_new), (y_ref, g_ref) = out_and_grad(new)(params), out_and_grad(ref)(params)
+  def out_and_grad(m):  # the network's output and the gradient of a reconstruction loss, in one program
+    loss = lambda p: jnp.mean(jnp.square(jax.nn.sigmoid(m.apply(p, x)) - x))
+    return jax.jit(lambda p: (m.apply(p, x), jax.grad(loss)(p)))(params)
+
+  (y_new, g_new), (y_ref, g_ref) = out_and_grad(new), out_and_grad(ref)
   np.testing.assert_allclose(y_new, y_ref, atol=2e-5)
   for a, b in zip(jax.tree.leaves(g_new), jax.tree.leaves(g_ref)):
     np.testing.assert_allclose(a, b, atol=2e-5)
