@@ -380,7 +380,18 @@ def test_iwae_table(tmp_path, mnist_test_dir):
     assert r["passes"] == 1 and r["paper"] == iwae_table.PAPER[row] and len(r["nll_per_seed"]) == 2
     held = json.load(open(tmp_path / "runs" / row / "summary.json"))["settings"][0]["eval"]["loss"]["per_seed"]
     assert np.all(np.asarray(r["nll_per_seed"]) <= np.asarray(held) + 1.0)  # -log p(x) <= -bound (+ MC noise)
-  assert set(json.load(open(tmp_path / "history.json"))) == {"vae1", "iwae5"}
+  history = json.load(open(tmp_path / "history.json"))
+  assert set(history) == {"vae1", "iwae5"}
+  for row in ("vae1", "iwae5"):  # each stage names the machine it trained on; the results split the seconds by it
+    stage = history[row]["1"]
+    assert stage["device"] == jax.devices()[0].device_kind
+    assert res["rows"][row]["train_seconds_by_device"] == {stage["device"]: stage["train_seconds"]}
+  # A stage trained elsewhere (e.g. on a GPU) keeps its own machine's seconds in a resumed call's results.
+  history["iwae5"]["1"]["device"] = "another machine"
+  json.dump(history, open(tmp_path / "history.json", "w"))
+  res = _run(iwae_table, tmp_path, mnist_test_dir, "--rows=vae1,iwae5")
+  assert res["rows"]["iwae5"]["train_seconds_by_device"] == {"another machine": history["iwae5"]["1"]["train_seconds"]}
+  assert res["rows"]["vae1"]["train_seconds_by_device"] == {history["vae1"]["1"]["device"]: history["vae1"]["1"]["train_seconds"]}
 
 
 def test_a_stopped_training_stops_the_study(tmp_path, monkeypatch):
