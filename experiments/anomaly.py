@@ -121,8 +121,8 @@ def config_for(source: tuple[str, str], args):
 
 def main(argv=None):
   def flags(p):
-    p.add_argument("--epochs", type=int, default=300)
-    p.add_argument("--latent", type=int, default=4)
+    p.add_argument("--epochs", type=common.count, default=300)
+    p.add_argument("--latent", type=common.count, default=4)
 
   args = common.parse_args(__doc__.splitlines()[0], argv, extra=flags)
   if args.smoke:

@@ -64,7 +64,7 @@ def runs(args, key: str, init: str, seeds: int | None = None) -> list[tuple[str,
 
 def main(argv=None):
   def flags(p):  # the conv model costs ~4x an MLP per seed on CPU: its seeds and inits can be cut
-    p.add_argument("--conv_seeds", type=int, default=0, help="seeds of the conv model (default --seeds)")
+    p.add_argument("--conv_seeds", type=common.count0, default=0, help="seeds of the conv model (default --seeds)")
     p.add_argument("--conv_inits", default=",".join(INITS), help="initializations of the conv model")
 
   args = common.parse_args(__doc__.splitlines()[0], argv, extra=flags)

@@ -28,6 +28,26 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_MNIST = ROOT.parent / "shared" / "data" / "mnist"
 
 
+def count(text: str) -> int:
+  """argparse type: an integer >= 1, so a bad flag is argparse's one-line error, not a traceback from training."""
+  return _integer(text, 1)
+
+
+def count0(text: str) -> int:
+  """argparse type: an integer >= 0 (0 meaning "the default" or "all", as the flag's help says)."""
+  return _integer(text, 0)
+
+
+def _integer(text: str, least: int) -> int:
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+  if value < least:
+    raise argparse.ArgumentTypeError(f"{value} is below {least}")
+  return value
+
+
 def parse_args(description: str, argv=None, runs: bool = False, extra=None) -> argparse.Namespace:
   """--out, --smoke, --seeds, --mnist_dir (and --runs: workdirs of the bottleneck study to reuse).
 
@@ -36,7 +56,7 @@ def parse_args(description: str, argv=None, runs: bool = False, extra=None) -> a
   p = argparse.ArgumentParser(description=description)
   p.add_argument("--out", required=True, help="output folder (results.md, results.json, PNG figures, runs/)")
   p.add_argument("--smoke", action="store_true", help="tiny settings for CI: 2 seeds, 1 epoch, 256 images")
-  p.add_argument("--seeds", type=int, default=0, help="seeds per setting (default 5, smoke 2)")
+  p.add_argument("--seeds", type=count0, default=0, help="seeds per setting (default 5, smoke 2)")
   p.add_argument("--mnist_dir", default=os.environ.get("JAXAE_MNIST_DIR", str(DEFAULT_MNIST)),
                  help="folder with the MNIST test set t10k-*-ubyte.gz (env JAXAE_MNIST_DIR)")
   if runs:

@@ -83,8 +83,8 @@ def config_for(model: str, source: tuple[str, str], args):
 
 def main(argv=None):
   def flags(p):
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--latent", type=int, default=10)
+    p.add_argument("--epochs", type=common.count, default=100)
+    p.add_argument("--latent", type=common.count, default=10)
 
   args = common.parse_args(__doc__.splitlines()[0], argv, extra=flags)
   started = time.perf_counter()

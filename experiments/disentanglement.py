@@ -112,10 +112,10 @@ def spread_figure(results: dict, path: str) -> str:
 
 def main(argv=None):
   def flags(p):
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--max_train", type=int, default=60000, help="training images drawn from the 663,552")
-    p.add_argument("--examples", type=int, default=10000, help="held-out codes scored (and training codes fitted)")
-    p.add_argument("--hidden", type=int, nargs="+", default=[512, 256], help="the MLP's hidden widths")
+    p.add_argument("--epochs", type=common.count, default=10)
+    p.add_argument("--max_train", type=common.count, default=60000, help="training images drawn from the 663,552")
+    p.add_argument("--examples", type=common.count, default=10000, help="held-out codes scored (and training codes fitted)")
+    p.add_argument("--hidden", type=common.count, nargs="+", default=[512, 256], help="the MLP's hidden widths")
     p.add_argument("--models", default="", help="comma-separated subset of: " + ",".join(MODELS))
 
   args = common.parse_args(__doc__.splitlines()[0], argv, extra=flags)

@@ -88,14 +88,14 @@ def nll(workdir: str, samples: int, examples: int) -> list[float]:
 def main(argv=None):
   def flags(p):
     p.add_argument("--rows", default="vae1,iwae5", help="comma-separated: " + ",".join(PAPER))
-    p.add_argument("--passes", type=int, default=3280, help="train up to this many passes (stage boundaries)")
-    p.add_argument("--batch", type=int, default=20)
-    p.add_argument("--num_samples", type=int, default=5000)
-    p.add_argument("--max_examples", type=int, default=0)
-    p.add_argument("--stage_samples", type=int, default=1000)
-    p.add_argument("--stage_examples", type=int, default=1000)
-    p.add_argument("--checkpoint_every", type=int, default=1, help="passes between checkpoints (a stop saves one)")
-    p.add_argument("--unroll", type=int, default=1, help="train.unroll: steps per scan iteration (GPU: e.g. 10)")
+    p.add_argument("--passes", type=common.count, default=3280, help="train up to this many passes (stage boundaries)")
+    p.add_argument("--batch", type=common.count, default=20)
+    p.add_argument("--num_samples", type=common.count, default=5000)
+    p.add_argument("--max_examples", type=common.count0, default=0)
+    p.add_argument("--stage_samples", type=common.count, default=1000)
+    p.add_argument("--stage_examples", type=common.count, default=1000)
+    p.add_argument("--checkpoint_every", type=common.count, default=1, help="passes between checkpoints (a stop saves one)")
+    p.add_argument("--unroll", type=common.count, default=1, help="train.unroll: steps per scan iteration (GPU: e.g. 10)")
 
   args = common.parse_args(__doc__.splitlines()[0], argv, extra=flags)
   if args.smoke:

@@ -163,11 +163,11 @@ def conv_models(args, root: str, test, dense_run) -> tuple[dict, list]:
 
 def main(argv=None):
   def flags(p):
-    p.add_argument("--dense_epochs", type=int, default=50, help="epochs of the dense networks (the config's 50)")
-    p.add_argument("--conv_seeds", type=int, default=0, help="seeds of the conv AE (default 2, smoke 1)")
-    p.add_argument("--conv_epochs", type=int, default=10, help="epochs of the conv AE")
-    p.add_argument("--denoising_epochs", type=int, default=10, help="epochs of the denoising conv AE (0: skip)")
-    p.add_argument("--tsne_points", type=int, default=10000, help="test images embedded by t-SNE")
+    p.add_argument("--dense_epochs", type=common.count, default=50, help="epochs of the dense networks (the config's 50)")
+    p.add_argument("--conv_seeds", type=common.count0, default=0, help="seeds of the conv AE (default 2, smoke 1)")
+    p.add_argument("--conv_epochs", type=common.count, default=10, help="epochs of the conv AE")
+    p.add_argument("--denoising_epochs", type=common.count0, default=10, help="epochs of the denoising conv AE (0: skip)")
+    p.add_argument("--tsne_points", type=common.count, default=10000, help="test images embedded by t-SNE")
 
   args = common.parse_args(__doc__.splitlines()[0], argv, extra=flags)
   args.conv_seeds = args.conv_seeds or (1 if args.smoke else 2)

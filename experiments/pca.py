@@ -65,8 +65,8 @@ def pca_mse(x_train, x_test, h: int) -> float:
 
 def main(argv=None):
   def flags(p):
-    p.add_argument("--latent", type=int, default=10)
-    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--latent", type=common.count, default=10)
+    p.add_argument("--epochs", type=common.count, default=200)
     p.add_argument("--lr", type=float, default=3e-3)
 
   args = common.parse_args(__doc__.splitlines()[0], argv, extra=flags)

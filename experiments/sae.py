@@ -411,7 +411,7 @@ PARTS = ("synthetic", "frontier", "auxk", "matryoshka")
 
 def main(argv=None):
   def flags(p):
-    p.add_argument("--frontier_seeds", type=int, default=0, help="seeds per MNIST setting (default 3, smoke 2)")
+    p.add_argument("--frontier_seeds", type=common.count0, default=0, help="seeds per MNIST setting (default 3, smoke 2)")
     p.add_argument("--parts", default="all", help="'all', or a comma-separated subset of synthetic,frontier,auxk,"
                    "matryoshka (the activations are dumped whenever a part needs them)")
 

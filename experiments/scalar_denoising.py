@@ -94,7 +94,7 @@ def config_for(source: str, args):
 
 def main(argv=None):
   def flags(p):
-    p.add_argument("--epochs", type=int, default=300)
+    p.add_argument("--epochs", type=common.count, default=300)
 
   args = common.parse_args(__doc__.splitlines()[0], argv, extra=flags)
   if args.smoke:

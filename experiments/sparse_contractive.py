@@ -51,8 +51,8 @@ def jacobian_sq_norm(run, images, batch_size: int = 250) -> float:
 
 def main(argv=None):
   def flags(p):
-    p.add_argument("--contractive_epochs", type=int, default=30, help="the exact Jacobian costs ~25x a vanilla step")
-    p.add_argument("--contractive_seeds", type=int, default=0, help="default --seeds")
+    p.add_argument("--contractive_epochs", type=common.count, default=30, help="the exact Jacobian costs ~25x a vanilla step")
+    p.add_argument("--contractive_seeds", type=common.count0, default=0, help="default --seeds")
 
   args = common.parse_args(__doc__.splitlines()[0], argv, runs=True, extra=flags)
   started = time.perf_counter()

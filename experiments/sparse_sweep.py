@@ -35,7 +35,7 @@ def code_stats(z: np.ndarray) -> dict:
 
 def main(argv=None):
   def flags(p):
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=common.count, default=30)
 
   args = common.parse_args(__doc__.splitlines()[0], argv, extra=flags)
   started = time.perf_counter()

@@ -22,8 +22,8 @@ from jaxae import analysis, evaluate, plots
 
 def main(argv=None):
   def flags(p):
-    p.add_argument("--tsne_points", type=int, default=5000, help="test images embedded by t-SNE")
-    p.add_argument("--ae20_seeds", type=int, default=0, help="seeds of the d=20 model (default --seeds)")
+    p.add_argument("--tsne_points", type=common.count, default=5000, help="test images embedded by t-SNE")
+    p.add_argument("--ae20_seeds", type=common.count0, default=0, help="seeds of the d=20 model (default --seeds)")
 
   args = common.parse_args(__doc__.splitlines()[0], argv, runs=True, extra=flags)
   started = time.perf_counter()

@@ -35,8 +35,8 @@ ACTIVE_THRESHOLD = evaluate.ACTIVE_THRESHOLD
 
 def main(argv=None):
   def flags(p):
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--num_samples", type=int, default=100, help="K of the importance-sampled log-likelihood")
+    p.add_argument("--epochs", type=common.count, default=30)
+    p.add_argument("--num_samples", type=common.count, default=100, help="K of the importance-sampled log-likelihood")
 
   args = common.parse_args(__doc__.splitlines()[0], argv, extra=flags)
   started = time.perf_counter()

@@ -80,9 +80,9 @@ def welch(a, b) -> float:
 
 def main(argv=None):
   def flags(p):
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--num_samples", type=int, default=100, help="K of the importance-sampled log-likelihood")
-    p.add_argument("--max_examples", type=int, default=0, help="test images evaluated (0: all 10,000)")
+    p.add_argument("--epochs", type=common.count, default=30)
+    p.add_argument("--num_samples", type=common.count, default=100, help="K of the importance-sampled log-likelihood")
+    p.add_argument("--max_examples", type=common.count0, default=0, help="test images evaluated (0: all 10,000)")
     p.add_argument("--models", default="", help="comma-separated subset of: " + ",".join(MODELS))
     p.add_argument("--train_set", choices=("embedded", "mnist"), default="embedded",
                    help="training images: the 5,000 embedded ones (study 16) or the official 60,000 in --mnist_dir "

@@ -454,3 +454,18 @@ def test_run_all_names_every_study_module(monkeypatch, tmp_path):
     run_all.main([f"--out={tmp_path}", "--only=zoo_mnist", *smoke])
   assert all(c[2] == "experiments.zoo" and "--train_set=mnist" in c and c[3] == f"--out={tmp_path}/zoo_mnist"
              for c in calls) and len(calls) == 2
+
+
+@pytest.mark.parametrize("flag, message", [("--unroll=0", "argument --unroll: 0 is below 1"),
+                                           ("--passes=2.5", "argument --passes: '2.5' is not an integer"),
+                                           ("--max_examples=-1", "argument --max_examples: -1 is below 0"),
+                                           ("--seeds=-3", "argument --seeds: -3 is below 0")])
+def test_a_bad_study_flag_is_one_argparse_line(tmp_path, capsys, flag, message):
+  """Counts typed on a study's command line are checked by argparse (usage + one line, exit 2) before anything
+  is trained, instead of surfacing later as a traceback from the config's validation."""
+  from experiments import iwae_table
+  with pytest.raises(SystemExit) as exit_info:
+    iwae_table.main([f"--out={tmp_path}", flag])
+  assert exit_info.value.code == 2
+  assert capsys.readouterr().err.strip().splitlines()[-1].endswith(message)
+  assert not os.listdir(tmp_path)  # nothing was written
