@@ -27,6 +27,7 @@ the resumed run is exact, but not bit-identical to the CPU's own continuation).
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import time
@@ -130,11 +131,11 @@ def main(argv=None):
   for row in rows:
     hist = history[row]
     final = nll(os.path.join(args.out, "runs", row), args.num_samples, args.max_examples)
-    by_device: dict[str, float] = {}
+    by_device = collections.defaultdict(float)  # stages recorded before devices were: this CPU
     for h in hist.values():
-      by_device[h.get("device", "cpu")] = by_device.get(h.get("device", "cpu"), 0.0) + h.get("train_seconds", 0.0)
+      by_device[h.get("device", "cpu")] += h.get("train_seconds", 0.0)
     results[row] = {"passes": max(int(p) for p in hist), "nll_per_seed": final, "paper": PAPER[row],
-                    "train_seconds": sum(by_device.values()), "train_seconds_by_device": by_device}
+                    "train_seconds": sum(by_device.values()), "train_seconds_by_device": dict(by_device)}
   table = []
   for row, r in results.items():
     mean, std = common.mean_std(r["nll_per_seed"])
